@@ -1,0 +1,60 @@
+"""Shared fixtures: a clean, offline, colourless environment and ways to run `tb`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolbox.cli.app import app
+
+TB = Path(sys.executable).parent / "tb"
+REPO = Path(__file__).resolve().parent.parent
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One toolbox cache dir for the whole run, so the model index is built once."""
+    return tmp_path_factory.mktemp("tb-cache")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TB_CACHE_DIR", str(session_cache))
+    monkeypatch.delenv("TB_DEBUG", raising=False)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner: CliRunner):
+    """Run `tb ARGS...` in-process; returns click's Result (stdout, stderr, exit_code)."""
+
+    def _invoke(*args: str, **kwargs):
+        return runner.invoke(app, [str(a) for a in args], **kwargs)
+
+    return _invoke
+
+
+@pytest.fixture
+def tb_subprocess(session_cache: Path):
+    """Run the installed `tb` console script in a real subprocess."""
+
+    def _run(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "HF_HUB_OFFLINE": "1",
+               "TB_CACHE_DIR": str(session_cache), **kwargs.pop("env", {})}
+        return subprocess.run([str(TB), *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, env=env, **kwargs)
+
+    return _run

@@ -1,0 +1,63 @@
+"""The root `tb` program: global options, and one mounted module per command group."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from toolbox import __version__
+from toolbox.cli import (
+    augment,
+    datasets,
+    finetune,
+    log_images,
+    models,
+    predict,
+    summary,
+)
+from toolbox.cli.errors import set_debug
+
+app = typer.Typer(
+    name="tb",
+    help="tb: everyday chores of PyTorch vision work, from the command line.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for module in (models, summary, augment, finetune, log_images, datasets, predict):
+    module.register(app)
+
+
+def _versions() -> str:
+    import timm
+    import torch
+    import torchvision
+
+    return (f"tb {__version__}\ntorch {torch.__version__}\n"
+            f"torchvision {torchvision.__version__}\ntimm {timm.__version__}")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version_callback, is_eager=True,
+        help="Show the versions of tb, torch, torchvision and timm.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show full tracebacks on errors (or set TB_DEBUG=1).")] = False,
+) -> None:
+    """tb: everyday chores of PyTorch vision work, from the command line."""
+    set_debug(debug)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

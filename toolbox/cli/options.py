@@ -1,0 +1,26 @@
+"""Options shared by several commands, defined once as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=True)
+]
+LogdirOpt = Annotated[
+    Path | None, typer.Option("--tensorboard", help="Also write to TensorBoard in this log dir.")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (reproducible runs).")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Worker processes (default: number of cores).")
+]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="A data set fetched by `tb datasets fetch`.")
+]
+RootOpt = Annotated[
+    Path, typer.Option("--root", help="Folder that holds fetched data sets.")
+]

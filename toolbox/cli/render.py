@@ -1,0 +1,91 @@
+"""The one place results become terminal output: rich tables for people, JSON for scripts.
+
+Human mode writes tables to stdout and notes/warnings to stderr. `--json` mode writes only JSON
+to stdout (no colour codes; an empty result is `[]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, paths, tuples and numpy scalars as plain JSON values (NaN becomes null)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return to_jsonable(value.item())
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Print `value` as indented JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+          caption: str | None = None, right: Iterable[str] = ()) -> Table:
+    """A rich Table; columns named in `right` are right-aligned (numbers)."""
+    right = set(right)
+    tbl = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for col in columns:
+        tbl.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for row in rows:
+        tbl.add_row(*("" if v is None else str(v) for v in row))
+    return tbl
+
+
+def key_values(title: str | None, pairs: Iterable[tuple[str, Any]]) -> Table:
+    """A two-column table for a single object's fields."""
+    tbl = Table(title=title, show_header=False, title_justify="left")
+    tbl.add_column("field", style="bold")
+    tbl.add_column("value", overflow="fold")
+    for key, value in pairs:
+        tbl.add_row(key, "" if value is None else str(value))
+    return tbl
+
+
+def show(renderable: Any) -> None:
+    """Print a table (or any rich renderable) to stdout."""
+    stdout.print(renderable)
+
+
+def note(message: str) -> None:
+    """A hint or status line for people, on stderr so stdout stays clean."""
+    stderr.print(message)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr."""
+    stderr.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def human_count(n: float | None) -> str:
+    """11689512 -> '11.7M' (for parameter and MAC columns)."""
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))

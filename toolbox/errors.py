@@ -1,0 +1,41 @@
+"""User-facing error type and the close-match suggestions that go with unknown names."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ToolboxError(Exception):
+    """A failure the user can act on: a one-line message plus an optional hint.
+
+    Services raise it (never print or exit); the CLI turns it into one red line on stderr and
+    exit code 1, with the traceback only under `--debug` / `TB_DEBUG=1`.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """Closest valid names to `name`, best first (substring matches count before fuzzy ones)."""
+    pool = list(dict.fromkeys(choices))
+    lowered = name.lower()
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    contains = [c for c in pool if lowered and lowered in c.lower() and c not in close]
+    return (close + sorted(contains, key=len))[:n]
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str], list_hint: str | None = None
+                 ) -> ToolboxError:
+    """A ToolboxError for an unknown `kind` named `name`, suggesting the closest valid names."""
+    matches = suggest(name, choices)
+    hint = f"did you mean: {', '.join(matches)}?" if matches else None
+    if list_hint:
+        hint = f"{hint} {list_hint}" if hint else list_hint
+    return ToolboxError(f"unknown {kind} '{name}'", hint)

@@ -1,0 +1,42 @@
+"""Atomic file writes: outputs appear complete under their final name, or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside `dest`; rename it onto `dest` if the block succeeds.
+
+    The temporary name keeps `dest`'s extension (writers pick formats by it) and starts with a
+    dot, so folder scans that skip hidden files never take a half-written file as an input. On any
+    exception, Ctrl-C included, the temporary file is removed and `dest` is left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=dest.suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:
+    """Write `data` to `dest` atomically and return `dest`."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def atomic_write_text(dest: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `dest` atomically and return `dest`."""
+    return atomic_write_bytes(dest, text.encode("utf-8"))

@@ -1,0 +1,155 @@
+"""The one image reader and writer every command shares (augment, finetune, log-images, predict).
+
+Channel handling, the same everywhere:
+- EXIF orientation is applied, so photos come out the right way up;
+- grayscale is replicated to three channels; palette images are expanded through their palette;
+- an alpha channel is dropped (as PIL's ``convert("RGB")`` and torchvision do);
+- 16-bit images are scaled to 8 bits (``value // 257``), floats in [0, 1] to [0, 255].
+The result is always a C-contiguous ``uint8`` array of shape (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolbox.errors import ToolboxError
+from toolbox.fileio import atomic_path
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+LOSSY_FORMATS = frozenset({".jpg", ".jpeg", ".webp"})
+
+
+class ImageReadError(ToolboxError):
+    """A file could not be read as an image; `reason` is short enough for a skip table."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An input image: its absolute path and its path relative to the source root."""
+
+    path: Path
+    relative: Path
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def collect_images(src: str | Path) -> list[ImageFile]:
+    """Image files under `src` (a folder, searched recursively; a file; or a glob), sorted.
+
+    Relative paths are taken from the folder (or, for a glob, from the folder part before the
+    first wildcard) so outputs can mirror the input's sub-folders. Hidden files and folders are
+    skipped: they are where atomic writes keep their temporary files.
+    """
+    text = str(src)
+    path = Path(text)
+    if any(ch in text for ch in "*?["):
+        fixed = []
+        for part in path.parts:
+            if any(ch in part for ch in "*?["):
+                break
+            fixed.append(part)
+        root = Path(*fixed) if fixed else Path(".")
+        matches = [Path(p) for p in glob.glob(text, recursive=True)]
+        files = [ImageFile(p.resolve(), p.resolve().relative_to(root.resolve())) for p in matches
+                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    elif path.is_dir():
+        files = [ImageFile(p.resolve(), p.relative_to(path)) for p in path.rglob("*")
+                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    elif path.is_file():
+        files = [ImageFile(path.resolve(), Path(path.name))]
+    else:
+        raise ToolboxError(f"no such file or folder: {src}", "check the path, or quote a glob")
+    return sorted((f for f in files if not _is_hidden(f.relative)), key=lambda f: f.relative)
+
+
+def _to_uint8_rgb(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    elif array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        scale = 255.0 if array.size and float(np.nanmax(array)) <= 1.0 else 1.0
+        array = np.clip(np.nan_to_num(array) * scale, 0, 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 2:  # grayscale + alpha
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] >= 4:
+        array = array[:, :, :3]
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"unsupported image shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read `path` as an (H, W, 3) uint8 RGB array (see the module docstring for the rules).
+
+    Raises:
+        ImageReadError: the file is empty, truncated, or not an image.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "empty file")
+        # rotate=True applies the EXIF orientation; the palette is applied by the plugin.
+        array = iio.imread(path, plugin="pillow", rotate=True)
+        return _to_uint8_rgb(np.asarray(array))
+    except ImageReadError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "file not found") from exc
+    except OSError as exc:
+        reason = "truncated file" if "truncated" in str(exc).lower() else "not an image"
+        raise ImageReadError(path, reason) from exc
+    except Exception as exc:  # imageio/PIL raise many types for undecodable bytes
+        raise ImageReadError(path, f"not an image ({type(exc).__name__})") from exc
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a segmentation mask as an (H, W) integer array of class ids (palette indices kept)."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L", "I", "I;16", "1"):
+                raise ImageReadError(path, f"mask must be single-channel, got mode {img.mode}")
+            array = np.asarray(img)
+    except ImageReadError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ImageReadError(path, "not a mask image") from exc
+    return array.astype(np.int32)
+
+
+def write_image(dest: str | Path, array: np.ndarray, quality: int | None = None) -> Path:
+    """Write an image atomically; the format follows `dest`'s extension.
+
+    `quality` (1-100) applies to lossy formats (JPEG, WebP) and is ignored otherwise.
+    """
+    import imageio.v3 as iio
+
+    dest = Path(dest)
+    kwargs = {}
+    if quality is not None and dest.suffix.lower() in LOSSY_FORMATS:
+        kwargs["quality"] = int(quality)
+    with atomic_path(dest) as tmp:
+        iio.imwrite(tmp, np.ascontiguousarray(array), plugin="pillow", **kwargs)
+    return dest

@@ -1,0 +1,143 @@
+"""Model files this toolbox writes and reads: `.safetensors` with metadata, and `.pt` checkpoints.
+
+Every file carries a `ModelMeta` (architecture, classes, preprocessing), so `tb summary`,
+`tb predict`, `tb evaluate` and `tb finetune --weights` need no flags repeated. Checkpoints hold
+only tensors and plain containers, so they load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolbox.errors import ToolboxError
+from toolbox.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from torch import nn
+
+META_KEY = "tb_meta"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelMeta:
+    """What is needed to rebuild a model and feed it images the way it was trained."""
+
+    model: str  # a name `create_model` takes
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers only (safe for JSON and for `weights_only` checkpoints)."""
+        data = dataclasses.asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
+        """Inverse of `to_dict`; unknown keys (from newer versions) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("input_size", "mean", "std"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+
+def save_safetensors(model: nn.Module, dest: str | Path, meta: ModelMeta) -> Path:
+    """Write `model`'s weights and `meta` to a `.safetensors` file atomically."""
+    from safetensors.torch import save_model
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        save_model(model, str(tmp), metadata={META_KEY: json.dumps(meta.to_dict())})
+    return dest
+
+
+def _bad_file(path: Path, why: str) -> ToolboxError:
+    return ToolboxError(f"cannot load model file {path}: {why}",
+                        "pass a .safetensors or .pt file written by `tb finetune`")
+
+
+def _load_pt(path: Path) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise _bad_file(path, str(exc).splitlines()[0] if str(exc) else "unreadable") from exc
+    if not isinstance(obj, dict):
+        raise _bad_file(path, "it does not hold a state dict")
+    return obj
+
+
+def read_meta(path: str | Path) -> ModelMeta | None:
+    """The ModelMeta stored in a model file, or None when the file has none (a foreign file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolboxError(f"no such file: {path}", "check the path")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                raw = (handle.metadata() or {}).get(META_KEY)
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise _bad_file(path, "not a valid safetensors file") from exc
+        return ModelMeta.from_dict(json.loads(raw)) if raw else None
+    obj = _load_pt(path)
+    return ModelMeta.from_dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else None
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """Weights from a `.safetensors` file, a `tb` checkpoint (its `model` entry) or a `.pth`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolboxError(f"no such file: {path}", "check the path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise _bad_file(path, "not a valid safetensors file") from exc
+    else:
+        obj = _load_pt(path)
+        state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    # DDP and torch.compile prefixes, so any of our checkpoints loads into a plain model.
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_model_file(path: str | Path) -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the model a `tb` model file describes and load its weights (on the CPU)."""
+    from toolbox.models._factory import create_model
+
+    path = Path(path)
+    meta = read_meta(path)
+    if meta is None:
+        raise _bad_file(path, "it has no tb metadata (architecture and classes)")
+    model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_kwargs)
+    state = load_state_dict(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise _bad_file(path, f"weights do not fit {meta.model}: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    return model, meta

@@ -1,0 +1,145 @@
+"""Building models by name from timm or torchvision, and giving them a new classifier head.
+
+Names: timm names (optionally with a pretrained tag, `resnet50.a1_in1k`), torchvision names
+prefixed `tv:` (`tv:resnet18`), or plain names that only torchvision has (`alexnet`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from toolbox.errors import ToolboxError, unknown_name
+
+if TYPE_CHECKING:
+    from torch import nn
+
+TV_PREFIX = "tv:"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model name: where it comes from and its canonical spelling."""
+
+    name: str  # the name as `tb models list` shows it (`resnet50`, `tv:alexnet`)
+    source: Literal["timm", "torchvision"]
+    arch: str  # the name the library's own factory takes
+    tag: str | None = None  # timm pretrained tag, if one was given
+
+
+def torchvision_classification_models() -> list[str]:
+    """torchvision's image-classification architectures (not detection/segmentation/video)."""
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
+
+
+class PretrainedWeightsUnavailable(ToolboxError):
+    """Pretrained weights were asked for but cannot be had (offline and not cached)."""
+
+
+def resolve_model(name: str) -> ModelRef:
+    """Resolve a user-given model name, or raise a ToolboxError with close matches."""
+    import timm
+
+    if name.startswith(TV_PREFIX):
+        arch = name[len(TV_PREFIX):]
+        tv_names = torchvision_classification_models()
+        if arch not in tv_names:
+            raise unknown_name("torchvision model", name, [TV_PREFIX + n for n in tv_names],
+                               "see `tb models list --source torchvision`")
+        return ModelRef(name, "torchvision", arch)
+    if timm.is_model(name):
+        arch, _, tag = name.partition(".")
+        return ModelRef(arch, "timm", arch, tag or None)
+    if name in torchvision_classification_models():
+        return ModelRef(TV_PREFIX + name, "torchvision", name)
+    choices = timm.list_models() + [TV_PREFIX + n for n in torchvision_classification_models()]
+    raise unknown_name("model", name, choices, "see `tb models list --filter WORD`")
+
+
+def create_model(name: str, *, num_classes: int | None = None, pretrained: bool = False,
+                 **kwargs: object) -> nn.Module:
+    """Create `name` with an optional new head of `num_classes` outputs.
+
+    Raises:
+        PretrainedWeightsUnavailable: `pretrained` but the weights cannot be loaded (offline).
+        ToolboxError: unknown name or arguments the architecture does not take.
+    """
+    ref = resolve_model(name)
+    try:
+        if ref.source == "timm":
+            model = _create_timm(ref, pretrained, num_classes, kwargs)
+        else:
+            model = _create_torchvision(ref, pretrained, num_classes, kwargs)
+    except TypeError as exc:
+        raise ToolboxError(f"cannot build {ref.name}: {exc}",
+                           "check the --model-arg names the architecture takes") from exc
+    return model
+
+
+def _create_timm(ref: ModelRef, pretrained: bool, num_classes: int | None,
+                 kwargs: dict) -> nn.Module:
+    import timm
+
+    name = f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
+    if num_classes is not None:
+        kwargs = {**kwargs, "num_classes": num_classes}
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise PretrainedWeightsUnavailable(
+            f"pretrained weights for {name} are not available: {str(exc).splitlines()[0]}",
+            "connect to the hub once to cache them, or pass --weights FILE") from exc
+
+
+def _create_torchvision(ref: ModelRef, pretrained: bool, num_classes: int | None,
+                        kwargs: dict) -> nn.Module:
+    import torchvision.models as tvm
+
+    if not pretrained:
+        if num_classes is not None:
+            kwargs = {**kwargs, "num_classes": num_classes}
+        return tvm.get_model(ref.arch, weights=None, **kwargs)
+    try:
+        model = tvm.get_model(ref.arch, weights="DEFAULT", **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise PretrainedWeightsUnavailable(
+            f"pretrained weights for {ref.name} are not available: {str(exc).splitlines()[0]}",
+            "connect once to cache them in the torch hub dir, or pass --weights FILE") from exc
+    if num_classes is not None:
+        replace_classifier(model, num_classes)
+    return model
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Dotted name of the final classification layer (timm's `get_classifier`, else last Linear)."""
+    from torch import nn
+
+    if hasattr(model, "pretrained_cfg") and model.pretrained_cfg.get("classifier"):
+        return model.pretrained_cfg["classifier"]
+    last = None
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = mod_name
+    if last is None:
+        raise ToolboxError(f"cannot find the classifier layer of {type(model).__name__}",
+                           "its head is not a Linear layer; use a timm architecture")
+    return last
+
+
+def replace_classifier(model: nn.Module, num_classes: int) -> str:
+    """Give `model` a fresh classifier with `num_classes` outputs; return the layer's name."""
+    from torch import nn
+
+    if hasattr(model, "reset_classifier"):  # timm
+        model.reset_classifier(num_classes)
+        return classifier_name(model)
+    name = classifier_name(model)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, attr)
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+    return name

@@ -1,0 +1,43 @@
+"""The layout of a run folder written by `tb finetune`, read by `tb predict`, `evaluate`, `summary`.
+
+    RUN/
+      args.yaml              resolved arguments
+      metrics.csv            one row per epoch
+      model.safetensors      best weights + ModelMeta (classes, preprocessing)
+      checkpoints/last.pt    full training state, written every epoch
+      checkpoints/best.pt    the same at the best validation accuracy
+      events.out.tfevents.*  TensorBoard (the run folder is the log dir)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolbox.errors import ToolboxError
+
+ARGS_FILE = "args.yaml"
+METRICS_FILE = "metrics.csv"
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
+def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
+    """Path of a checkpoint inside a run folder."""
+    return Path(run_dir) / CHECKPOINT_DIR / which
+
+
+def find_model_file(run_or_file: str | Path) -> Path:
+    """The model file to use for a run folder (best weights first) or the file itself."""
+    path = Path(run_or_file)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ToolboxError(f"no such run folder or model file: {path}", "check the path")
+    for candidate in (path / MODEL_FILE, checkpoint_path(path, BEST_CHECKPOINT),
+                      checkpoint_path(path, LAST_CHECKPOINT)):
+        if candidate.is_file():
+            return candidate
+    raise ToolboxError(f"{path} holds no run: no {MODEL_FILE} or {CHECKPOINT_DIR}/*.pt",
+                       "pass the folder that `tb finetune --out` wrote")
