@@ -36,7 +36,7 @@ test: $(DEV_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(DEV_STAMP)
-	$(BIN)/python benchmarks/cli_latency.py
+	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -153,3 +153,35 @@ def write_image(dest: str | Path, array: np.ndarray, quality: int | None = None)
     with atomic_path(dest) as tmp:
         iio.imwrite(tmp, np.ascontiguousarray(array), plugin="pillow", **kwargs)
     return dest
+
+
+@dataclass(frozen=True)
+class FolderDataset:
+    """An ImageFolder-style tree: one sub-folder per class, images anywhere below it."""
+
+    root: Path
+    classes: list[str]
+    samples: list[tuple[Path, int]]  # (image path, class index)
+
+
+def scan_image_folder(root: str | Path) -> FolderDataset:
+    """Classes (sorted sub-folder names) and samples of an ImageFolder tree.
+
+    Raises:
+        ToolboxError: the folder is missing, has no class folders, or a class folder is empty.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ToolboxError(f"no such data folder: {root}", "pass a folder of class sub-folders")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ToolboxError(f"{root} has no class sub-folders",
+                           "lay images out as DIR/<class>/<image>, one folder per class")
+    samples: list[tuple[Path, int]] = []
+    for index, name in enumerate(classes):
+        files = collect_images(root / name)
+        if not files:
+            raise ToolboxError(f"class folder {root / name} holds no images",
+                               "remove the empty folder or add images to it")
+        samples.extend((f.path, index) for f in files)
+    return FolderDataset(root, classes, samples)
