@@ -73,7 +73,8 @@ def collect_images(src: str | Path) -> list[ImageFile]:
     return sorted((f for f in files if not _is_hidden(f.relative)), key=lambda f: f.relative)
 
 
-def _to_uint8_rgb(array: np.ndarray) -> np.ndarray:
+def as_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """Any decoded image array -> (H, W, 3) uint8 by the module's channel rules."""
     if array.dtype == np.uint16:
         array = (array // 257).astype(np.uint8)
     elif array.dtype == bool:
@@ -110,7 +111,7 @@ def read_image(path: str | Path) -> np.ndarray:
             raise ImageReadError(path, "empty file")
         # rotate=True applies the EXIF orientation; the palette is applied by the plugin.
         array = iio.imread(path, plugin="pillow", rotate=True)
-        return _to_uint8_rgb(np.asarray(array))
+        return as_rgb_uint8(np.asarray(array))
     except ImageReadError:
         raise
     except FileNotFoundError as exc:
