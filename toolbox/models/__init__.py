@@ -1,4 +1,5 @@
-"""Model services: build by name, new heads, and the model files this toolbox writes."""
+"""Model services: build by name, new heads, the model files this toolbox writes, the registry
+index behind `tb models list`, `tb models info` facts and `tb summary`."""
 
 from toolbox.models._checkpoint import (
     ModelMeta,
@@ -15,17 +16,37 @@ from toolbox.models._factory import (
     replace_classifier,
     resolve_model,
 )
+from toolbox.models._info import ModelInfo, model_info
+from toolbox.models._registry import ModelListing, ModelRow, list_models, load_index
+from toolbox.models._summary import (
+    ModelSummary,
+    count_macs,
+    load_for_summary,
+    load_user_model,
+    summarize,
+)
 
 __all__ = [
+    "ModelInfo",
+    "ModelListing",
     "ModelMeta",
     "ModelRef",
+    "ModelRow",
+    "ModelSummary",
     "PretrainedWeightsUnavailable",
     "classifier_name",
+    "count_macs",
     "create_model",
+    "list_models",
+    "load_for_summary",
+    "load_index",
     "load_model_file",
     "load_state_dict",
+    "load_user_model",
+    "model_info",
     "read_meta",
     "replace_classifier",
     "resolve_model",
     "save_safetensors",
+    "summarize",
 ]

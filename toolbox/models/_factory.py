@@ -51,11 +51,21 @@ def resolve_model(name: str) -> ModelRef:
         return ModelRef(name, "torchvision", arch)
     if timm.is_model(name):
         arch, _, tag = name.partition(".")
+        if tag:
+            # timm.is_model ignores the tag; an unknown one would fail later, less clearly.
+            from timm.models import get_arch_pretrained_cfgs
+
+            tags = list(get_arch_pretrained_cfgs(arch))  # full names: resnet50.a1_in1k
+            if name not in tags:
+                raise unknown_name("pretrained tag", name, tags,
+                                   f"see `tb models list --pretrained --filter {arch}.`")
         return ModelRef(arch, "timm", arch, tag or None)
     if name in torchvision_classification_models():
         return ModelRef(TV_PREFIX + name, "torchvision", name)
-    choices = timm.list_models() + [TV_PREFIX + n for n in torchvision_classification_models()]
-    raise unknown_name("model", name, choices, "see `tb models list --filter WORD`")
+    # The same names `tb models list` shows (read from its cached index).
+    from toolbox.models._registry import known_names
+
+    raise unknown_name("model", name, known_names(), "see `tb models list --filter WORD`")
 
 
 def create_model(name: str, *, num_classes: int | None = None, pretrained: bool = False,
