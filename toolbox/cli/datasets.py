@@ -1,9 +1,138 @@
-"""Command group `datasets` (being built; see the open issue)."""
+"""Command group `datasets`: list the known data sets and fetch them dependably."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from toolbox.cli import render
+from toolbox.cli.errors import handle_errors
+from toolbox.cli.options import JsonOpt
 
-def register(app: typer.Typer) -> None:
+app = typer.Typer(
+    help="List and fetch data sets (verified downloads, resume, mirrors, offline import).",
+    no_args_is_help=True,
+)
+
+DatasetsRootOpt = Annotated[Path | None, typer.Option(
+    "--root", help="Folder that holds fetched data sets [default: $TB_DATASETS_ROOT, else "
+    "the tb cache dir]/datasets.", show_default=False)]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n else "-"
+
+
+@app.command("list")
+@handle_errors
+def list_command(
+    root: DatasetsRootOpt = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Re-hash every file instead of trusting files unchanged since the "
+        "fetch verified them.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """List the data sets tb knows and whether each is present and verified under --root.
+
+    Examples:
+      tb datasets list
+      tb datasets list --root ./data --verify --json
+    """
+    from toolbox.datasets import default_root, list_status
+
+    rows = list_status(root or default_root(), full=verify)
+    if json_output:
+        render.print_json(rows)
+        return
+    render.show(render.table(
+        f"Data sets under {root or default_root()}",
+        ["name", "task", "classes", "train", "test", "download", "present", "license"],
+        [(r.name, r.task, r.classes, f"{r.train_size:,}", f"{r.test_size:,}",
+          _mb(r.download_bytes), "yes" if r.present else r.state, r.license_url)
+         for r in rows],
+        right=("classes", "train", "test", "download")))
+
+
+@app.command("fetch")
+@handle_errors
+def fetch_command(
+    name: Annotated[str, typer.Argument(help="Data set name (see `tb datasets list`).")],
+    root: DatasetsRootOpt = None,
+    mirror: Annotated[list[str] | None, typer.Option(
+        "--mirror", help="Base URL of a server with the same files, tried first (repeatable).",
+        show_default=False)] = None,
+    from_archive: Annotated[list[Path] | None, typer.Option(
+        "--from-archive", help="Use local files instead of downloading: a published file "
+        "(e.g. cifar-10-python.tar.gz) or a tar/zip holding them (repeatable).",
+        show_default=False)] = None,
+    from_dir: Annotated[Path | None, typer.Option(
+        "--from-dir", help="Use the published files (or their unpacked contents) found "
+        "anywhere under this folder instead of downloading.")] = None,
+    export_folder: Annotated[Path | None, typer.Option(
+        "--export-folder", help="Also write the data set as an ImageFolder tree of PNGs: "
+        "DIR/train/<class>/..., DIR/test/<class>/...")] = None,
+    export_max: Annotated[int | None, typer.Option(
+        "--export-max", min=1, help="Export only the first N images of each split.")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.01, help="Seconds without data before a download try fails.")] = 30.0,
+    connect_timeout: Annotated[float, typer.Option(
+        "--connect-timeout", min=0.01, help="Seconds allowed to open a connection.")] = 10.0,
+    retries: Annotated[int, typer.Option(
+        "--retries", min=0, help="Further tries per mirror after a dropped or stalled "
+        "transfer (each resumes where the last stopped).")] = 3,
+    json_output: JsonOpt = False,
+) -> None:
+    """Fetch a data set into --root, verify every file, and check torchvision loads it.
+
+    Downloads use timeouts, retries with backoff and HTTP Range resume of FILE.part.
+
+    --mirror URLs are tried first, then the official ones; every file's MD5 is checked before use.
+
+    Files already present are verified and skipped.
+
+    Offline, point --from-dir or --from-archive at copies made elsewhere (verified the same way).
+
+    Examples:
+      tb datasets fetch cifar10 --root ./data
+      tb datasets fetch fashion-mnist --root ./data --from-dir /usr/share/datasets/fashion-mnist
+      tb datasets fetch mnist --root ./data --mirror https://mirror.example.org/mnist/
+      tb datasets fetch fashion-mnist --root ./data --export-folder ./fmnist-png --export-max 500
+    """
+    from toolbox.cli.progress import make_progress
+    from toolbox.datasets import default_root, get_dataset
+    from toolbox.datasets._download import DownloadSettings
+    from toolbox.datasets._fetch import fetch_dataset
+
+    get_dataset(name)  # unknown names fail before anything is touched
+    if from_dir is not None and not from_dir.is_dir():
+        raise typer.BadParameter(f"no such folder: {from_dir}", param_hint="--from-dir")
+    root = root or default_root()
+    result = fetch_dataset(
+        name=name, root=root, mirrors=mirror or [], from_archives=from_archive or [],
+        from_dir=from_dir, export_folder=export_folder, export_max=export_max,
+        settings=DownloadSettings(connect_timeout=connect_timeout, read_timeout=timeout,
+                                  retries=retries),
+        progress=make_progress(not json_output))
+    if json_output:
+        render.print_json(result)
+        return
+    render.show(render.table(
+        f"{result.name}: {result.state} under {result.root}",
+        ["file", "action", "source", "size", "MB/s", "verified by"],
+        [(f.filename, f.action, f.source, _mb(f.bytes),
+          f"{f.mb_per_s:.1f}" if f.mb_per_s else "-", f.verified_by) for f in result.files],
+        right=("size", "MB/s")))
+    pairs = [("loaded by torchvision", ", ".join(f"{k} {v:,}" for k, v in result.splits.items())),
+             ("classes", result.classes), ("seconds", f"{result.seconds:.1f}")]
+    if result.export is not None:
+        counts = ", ".join(f"{k} {v:,}" for k, v in result.export.counts.items())
+        pairs.append(("exported", f"{result.export.dest} ({counts} PNGs)"))
+    render.show(render.key_values(None, pairs))
+    render.note(f"use it: tb finetune --dataset {result.name} --root {result.root}")
+
+
+def register(root_app: typer.Typer) -> None:
     """Mount this module's commands on the root app."""
+    root_app.add_typer(app, name="datasets")

@@ -7,11 +7,13 @@ import time
 
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.progress import Progress as RichProgress
 
@@ -27,8 +29,11 @@ class TerminalProgress:
 
     def start(self, description: str, total: float | None, unit: str = "items") -> None:
         self.finish()
+        # Bytes (unit "B") show as sizes with a transfer speed; anything else as counts.
+        counts = ((DownloadColumn(), TransferSpeedColumn()) if unit == "B"
+                  else (MofNCompleteColumn(),))
         self._bar = RichProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"), BarColumn(), *counts,
             TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=render.stderr, transient=False,
         )
@@ -66,6 +71,11 @@ class PlainProgress:
     def _line(self) -> None:
         elapsed = time.monotonic() - self._t0
         rate = self._done / elapsed if elapsed > 0 else 0.0
+        if self._unit == "B":  # bytes read better as MB and MB/s
+            of = f"/{self._total / 1e6:.1f}" if self._total else ""
+            print(f"{self._desc}: {self._done / 1e6:.1f}{of} MB "
+                  f"({elapsed:.1f}s, {rate / 1e6:.1f} MB/s)", file=sys.stderr, flush=True)
+            return
         of = f"/{self._total:g}" if self._total else ""
         print(f"{self._desc}: {self._done:g}{of} {self._unit} "
               f"({elapsed:.1f}s, {rate:.1f} {self._unit}/s)", file=sys.stderr, flush=True)

@@ -1,0 +1,44 @@
+"""Data sets: the registry, verified downloads and imports, and loading through torchvision.
+
+`open_dataset(name, root, split)` is what other commands use (`tb finetune --dataset`,
+`tb evaluate --dataset`, `tb log-images --dataset`); `tb datasets` fetches and lists.
+"""
+
+from toolbox.datasets._loader import (
+    ROOT_ENV,
+    SPLITS,
+    FetchedDataset,
+    default_root,
+    fetch_command,
+    open_dataset,
+)
+from toolbox.datasets._registry import (
+    REGISTRY_ENV,
+    DatasetInfo,
+    Member,
+    RemoteFile,
+    dataset_names,
+    get_dataset,
+    list_datasets,
+)
+from toolbox.datasets._verify import DatasetRow, DatasetStatus, check_dataset, list_status
+
+__all__ = [
+    "REGISTRY_ENV",
+    "ROOT_ENV",
+    "SPLITS",
+    "DatasetInfo",
+    "DatasetRow",
+    "DatasetStatus",
+    "FetchedDataset",
+    "Member",
+    "RemoteFile",
+    "check_dataset",
+    "dataset_names",
+    "default_root",
+    "fetch_command",
+    "get_dataset",
+    "list_datasets",
+    "list_status",
+    "open_dataset",
+]

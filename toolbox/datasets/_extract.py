@@ -1,0 +1,96 @@
+"""Unpacking archives without letting a member escape the destination folder.
+
+Tar members go through Python's own `tarfile.data_filter` (PEP 706), checked for every member
+before anything is written: absolute paths, `..` components, links that point outside the
+folder, device files and special permission bits are refused. Zip members are checked the same
+way by hand (zipfile has no link support, but stored symlinks and `..` names are refused too).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from toolbox.errors import ToolboxError
+from toolbox.fileio import atomic_path
+
+
+class UnsafeArchiveError(ToolboxError):
+    """An archive member would land outside the extraction folder (or is a device/link out)."""
+
+
+def is_archive(path: Path) -> bool:
+    """True for tar (any compression) and zip files, by content."""
+    path = Path(path)
+    try:
+        return tarfile.is_tarfile(path) or zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
+        raise UnsafeArchiveError(f"refusing {archive.name}: member '{name}' points outside the "
+                                 "extraction folder", "the archive is damaged or malicious")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UnsafeArchiveError(f"refusing {archive.name}: member '{name}' is a symbolic link",
+                                 "the archive is damaged or malicious")
+
+
+def extract_archive(archive: Path, dest: Path) -> list[Path]:
+    """Extract a tar or zip `archive` into `dest` (which should be a fresh folder).
+
+    Every member is checked before any is written, so a refused archive leaves nothing behind.
+
+    Raises:
+        UnsafeArchiveError: a member with an absolute path, `..`, or a link out of `dest`.
+        ToolboxError: the file is not a readable archive.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                for member in members:
+                    try:
+                        tarfile.data_filter(member, str(dest))
+                    except tarfile.FilterError as exc:
+                        raise UnsafeArchiveError(
+                            f"refusing {archive.name}: member '{member.name}': {exc}",
+                            "the archive is damaged or malicious; nothing was extracted") from exc
+                tar.extractall(dest, members=members, filter="data")
+        elif zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                for info in infos:
+                    _check_zip_name(archive, info)
+                zf.extractall(dest, members=infos)
+        else:
+            raise ToolboxError(f"{archive} is not a tar or zip archive",
+                               "pass a .tar, .tar.gz, .tgz or .zip file")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ToolboxError(f"cannot extract {archive}: {exc}",
+                           "the archive is truncated or damaged; fetch it again") from exc
+    return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
+def gunzip(src: Path, dest: Path) -> Path:
+    """Decompress a gzip file onto `dest` atomically.
+
+    Raises:
+        ToolboxError: `src` is not valid gzip data (truncated, corrupt).
+    """
+    try:
+        with gzip.open(src, "rb") as fin, atomic_path(dest) as tmp, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ToolboxError(f"cannot decompress {src}: {exc}",
+                           "the file is truncated or not gzip data") from exc
+    return Path(dest)
