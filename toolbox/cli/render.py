@@ -67,8 +67,8 @@ def key_values(title: str | None, pairs: Iterable[tuple[str, Any]]) -> Table:
 
 
 def show(renderable: Any) -> None:
-    """Print a table (or any rich renderable) to stdout."""
-    stdout.print(renderable)
+    """Print a table (or any rich renderable) to stdout; plain strings are never re-wrapped."""
+    stdout.print(renderable, soft_wrap=isinstance(renderable, str))
 
 
 def note(message: str) -> None:
