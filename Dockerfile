@@ -10,11 +10,13 @@ ARG DEBIAN_FRONTEND=noninteractive
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# libGL and glib: opencv (pulled in by imgaug) links libGL.so.1 and libgthread/libglib.
+# imgaug pulls in the GUI build of OpenCV, whose cv2 links libGL.so.1 and glib (checked with
+# ldd); the slim base has neither. We swap it for the headless build below, which links
+# neither, so no libGL is installed; the import check at the end of the install proves it.
 # python3/venv only matter on CUDA bases, which ship no Python; the slim base already has it.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && if ! command -v python3 >/dev/null; then \
          apt-get install -y --no-install-recommends python3 python3-venv; \
        fi \
@@ -33,8 +35,14 @@ WORKDIR /opt/tb
 COPY pyproject.toml README.md ./
 COPY toolbox ./toolbox
 # torch/torchvision first from the chosen index, so the CPU (or CUDA) build is the one used.
+# imaug declares both OpenCV wheels (one cv2/ folder): keep only the headless one, as the
+# Makefile does.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch>=2.4,<2.15" "torchvision>=0.19,<0.30" \
     && pip install . \
+    && pip uninstall -y opencv-python \
+    && headless="$(python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
+    && pip install --no-deps --force-reinstall "opencv-python-headless==${headless}" \
+    && python -c "import cv2, imgaug.augmenters, torch, timm" \
     && tb --help >/dev/null
 
 # Caches live under /cache (mount a volume to keep downloaded weights between runs);

@@ -11,15 +11,25 @@ DEV_STAMP := $(VENV)/.tb-dev-installed
 
 .PHONY: demo test lint bench clean venv
 
+# imaug declares both OpenCV wheels, which install the same cv2/ folder: keep only the headless
+# one (uninstalling the GUI wheel deletes the shared files, so reinstall the headless files).
+define keep_headless_opencv
+	$(BIN)/pip uninstall -q -y opencv-python
+	$(BIN)/pip install -q --no-deps --force-reinstall \
+	    "opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+endef
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(keep_headless_opencv)
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(keep_headless_opencv)
 	touch $@ $(RUN_STAMP)
 
 venv: $(RUN_STAMP)
@@ -28,6 +38,7 @@ demo: $(RUN_STAMP)
 	$(BIN)/tb --version
 	$(BIN)/tb models list --filter resnet --limit 5
 	$(BIN)/tb summary resnet18 --depth 1
+	$(BIN)/tb finetune --freeze --amp
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -110,7 +110,9 @@ def read_image(path: str | Path) -> np.ndarray:
         if path.stat().st_size == 0:
             raise ImageReadError(path, "empty file")
         # rotate=True applies the EXIF orientation; the palette is applied by the plugin.
-        array = iio.imread(path, plugin="pillow", rotate=True)
+        # index=0: the first frame of an animated GIF or multi-page TIFF (without it a GIF
+        # comes back as a (frames, H, W, 3) stack).
+        array = iio.imread(path, plugin="pillow", rotate=True, index=0)
         return as_rgb_uint8(np.asarray(array))
     except ImageReadError:
         raise
