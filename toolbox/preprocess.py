@@ -20,6 +20,15 @@ _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 def eval_tensor(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
     """(H, W, 3) uint8 image -> normalised (C, H, W) float tensor for `meta`'s model."""
+    return normalize_uint8(resize_crop_uint8(image, meta), meta)
+
+
+def resize_crop_uint8(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
+    """The geometric half of `eval_tensor`: (H, W, 3) uint8 -> resized, cropped (C, H, W) uint8.
+
+    Split out so training can cache this small uint8 result and normalise whole batches later
+    with `normalize_uint8`, giving exactly the values `eval_tensor` gives.
+    """
     import torch
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
@@ -36,5 +45,13 @@ def eval_tensor(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
         tensor = F.resize(tensor, resize_to, interpolation=InterpolationMode(mode),
                           antialias=True)
         tensor = F.center_crop(tensor, [height, width])
+    return tensor.contiguous()
+
+
+def normalize_uint8(tensor: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """uint8 (C, H, W) or (N, C, H, W) -> float32 scaled to [0, 1] and normalised (any device)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
     tensor = F.to_dtype(tensor, torch.float32, scale=True)
     return F.normalize(tensor, list(meta.mean), list(meta.std))

@@ -1,9 +1,245 @@
-"""Command group `finetune` (being built; see the open issue)."""
+"""Command `finetune`: transfer learning with frozen layers, AMP, schedulers, resume and DDP."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from toolbox.cli import render
+from toolbox.cli.errors import handle_errors
+from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
+
+if TYPE_CHECKING:
+    from toolbox.train import EpochRow, FinetuneResult, RunStart
+
+_DATA = "Data"
+_MODEL = "Model"
+_TRAIN = "Training"
+_OUT = "Outputs"
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.1f}%"  # NaN: a class with no val images
+
+
+def _show_start(start: RunStart, json_output: bool) -> None:
+    for message in start.warnings:
+        render.warn(message)
+    for message in start.notes:
+        render.note(message)
+    if json_output:
+        return
+    resumed = f" (resuming at epoch {start.start_epoch})" if start.start_epoch > 1 else ""
+    rows = [
+        ("data", start.data),
+        ("images", f"{start.train_images} train, {start.val_images} val, "
+                   f"{len(start.classes)} classes"
+                   + (", decoded once into memory" if start.cached else "")),
+        ("model", f"{start.model} ({start.weights})"),
+        ("input", "x".join(str(v) for v in start.input_size)),
+        ("parameters", f"{render.human_count(start.total_params)} total, "
+                       f"{render.human_count(start.trainable_params)} trainable, "
+                       f"{render.human_count(start.frozen_params)} frozen"),
+        ("device", f"{start.device}" + (f" x {start.world_size} processes"
+                                        if start.world_size > 1 else "")),
+        ("mixed precision", start.amp),
+        ("epochs", f"{start.epochs}{resumed}"),
+        ("run folder", str(start.run_dir)),
+    ]
+    render.stderr.print(render.key_values("tb finetune", rows))
+
+
+def _show_epoch(row: EpochRow) -> None:
+    render.note(f"epoch {row.epoch}: train loss {row.train_loss:.3f} acc {_pct(row.train_acc1)}"
+                f" | val loss {row.val_loss:.3f} acc {_pct(row.val_acc1)} top-5 "
+                f"{_pct(row.val_acc5)} | lr {row.lr:.2g} | {row.images_per_s:.0f} img/s | "
+                f"{row.epoch_time_s:.1f}s")
+
+
+def _show_result(result: FinetuneResult) -> None:
+    columns = ["epoch", "train loss", "train acc", "val loss", "val acc", "top-5", "lr",
+               "img/s", "time"]
+    rows = [(r.epoch, f"{r.train_loss:.3f}", _pct(r.train_acc1), f"{r.val_loss:.3f}",
+             _pct(r.val_acc1), _pct(r.val_acc5), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
+             f"{r.epoch_time_s:.1f}s") for r in result.epochs]
+    table = render.table(None, columns, rows, right=columns)
+    table.show_edge = table.pad_edge = False  # nine columns fit 80 characters
+    render.show(table)
+    per_class = [(name, _pct(acc)) for name, acc in result.per_class_acc.items()]
+    render.show(render.table(None, ["class", "val accuracy"], per_class,
+                             right=["val accuracy"]))
+    render.stdout.print(f"val accuracy {_pct(result.best_val_acc1)} (best epoch "
+                        f"{result.best_epoch}, saved as {result.model_file})")
+    render.stdout.print(f"run: {result.run_dir}")
+    render.stdout.print(f"see it in TensorBoard: {result.tensorboard_command}")
+
+
+def finetune_command(
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="ImageFolder tree DIR/<class>/<image>; DIR/train and DIR/val are used "
+                       "when present, else --val-split.", rich_help_panel=_DATA)] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="A data set fetched by `tb datasets fetch` (official train/test).",
+        rich_help_panel=_DATA)] = None,
+    root: Annotated[Path | None, typer.Option(
+        "--root", help="Folder that holds fetched data sets (with --dataset).",
+        rich_help_panel=_DATA)] = None,
+    val_split: Annotated[float, typer.Option(
+        "--val-split", help="Stratified, seeded validation fraction when there is no val/.",
+        rich_help_panel=_DATA)] = 0.2,
+    img_size: Annotated[int | None, typer.Option(
+        "--img-size", help="Input size (default: the model's pretrained config; 32 for the "
+                           "demo digits).", rich_help_panel=_DATA)] = None,
+    augment: Annotated[str | None, typer.Option(
+        "--augment", help="Training augmentation: a preset (light, medium, heavy), an inline "
+                          "spec or a YAML/JSON file, as `tb augment` takes.",
+        rich_help_panel=_DATA)] = None,
+    cache: Annotated[bool | None, typer.Option(
+        "--cache/--no-cache", help="Decode images once into memory (default: when they fit "
+                                   "in 4 GiB).", show_default=False, rich_help_panel=_DATA)
+    ] = None,
+    model: Annotated[str, typer.Option(
+        "--model", help="timm or torchvision name, as `tb models list` shows.",
+        rich_help_panel=_MODEL)] = "resnet18",
+    pretrained: Annotated[bool, typer.Option(
+        "--pretrained/--no-pretrained", help="Start from the hub's pretrained weights (or its "
+                                             "cache); offline without a cache: random init.",
+        rich_help_panel=_MODEL)] = True,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Start from a local .safetensors/.pth (e.g. an earlier run's "
+                          "model.safetensors); a head of another size is dropped.",
+        rich_help_panel=_MODEL)] = None,
+    freeze: Annotated[bool, typer.Option(
+        "--freeze", help="Train only the new head; the backbone and its BatchNorm statistics "
+                         "stay fixed.", rich_help_panel=_MODEL)] = False,
+    unfreeze_at: Annotated[int | None, typer.Option(
+        "--unfreeze-at", help="With --freeze: train the backbone too from this epoch on.",
+        rich_help_panel=_MODEL)] = None,
+    backbone_lr_scale: Annotated[float, typer.Option(
+        "--backbone-lr-scale", help="Backbone learning rate = lr x this, after --unfreeze-at.",
+        rich_help_panel=_MODEL)] = 0.1,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Epochs to train (default: 5); with --resume, a new total.",
+        show_default=False, rich_help_panel=_TRAIN)] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Images per step (per process under torchrun).",
+        rich_help_panel=_TRAIN)] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.",
+                                      rich_help_panel=_TRAIN)] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(
+        "--weight-decay", help="Weight decay (not on biases and norms).",
+        rich_help_panel=_TRAIN)] = 0.05,
+    opt: Annotated[str, typer.Option("--opt", help="adamw, adam or sgd.",
+                                     rich_help_panel=_TRAIN)] = "adamw",
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum (Nesterov).",
+                                            rich_help_panel=_TRAIN)] = 0.9,
+    sched: Annotated[str, typer.Option(
+        "--sched", help="cosine, step, multistep, exponential, onecycle, plateau or none.",
+        rich_help_panel=_TRAIN)] = "cosine",
+    warmup_epochs: Annotated[int, typer.Option(
+        "--warmup-epochs", help="Linear warm-up epochs before the schedule.",
+        rich_help_panel=_TRAIN)] = 0,
+    step_size: Annotated[int | None, typer.Option(
+        "--step-size", help="step: epochs between decays (default: a third of the run).",
+        show_default=False, rich_help_panel=_TRAIN)] = None,
+    milestones: Annotated[str | None, typer.Option(
+        "--milestones", help="multistep: comma-separated epochs (default: 1/2 and 3/4).",
+        rich_help_panel=_TRAIN)] = None,
+    gamma: Annotated[float, typer.Option(
+        "--gamma", help="Decay factor of step, multistep and exponential.",
+        rich_help_panel=_TRAIN)] = 0.1,
+    loss: Annotated[str, typer.Option("--loss", help="ce, focal, bce or dice.",
+                                      rich_help_panel=_TRAIN)] = "ce",
+    label_smoothing: Annotated[float, typer.Option(
+        "--label-smoothing", help="Label smoothing for ce (and bce).",
+        rich_help_panel=_TRAIN)] = 0.0,
+    grad_accum: Annotated[int, typer.Option(
+        "--grad-accum", help="Batches per optimizer step.", rich_help_panel=_TRAIN)] = 1,
+    clip_grad: Annotated[float | None, typer.Option(
+        "--clip-grad", help="Clip the gradient norm to this.", rich_help_panel=_TRAIN)] = None,
+    amp: Annotated[bool, typer.Option(
+        "--amp", help="Mixed precision: float16 + GradScaler on CUDA, bfloat16 on the CPU.",
+        rich_help_panel=_TRAIN)] = False,
+    amp_dtype: Annotated[str, typer.Option(
+        "--amp-dtype", help="auto, fp16 or bf16.", rich_help_panel=_TRAIN)] = "auto",
+    channels_last: Annotated[bool, typer.Option(
+        "--channels-last", help="NHWC memory layout (often faster for convolutions).",
+        rich_help_panel=_TRAIN)] = False,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the model.", rich_help_panel=_TRAIN)] = False,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Run folder (default: runs/<date-time>-<model>).", show_default=False,
+        rich_help_panel=_OUT)] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue a run: its folder or a checkpoint .pt.",
+        rich_help_panel=_OUT)] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Fine-tune a model on your classes and leave a run folder for TensorBoard, resume and
+    `tb predict`.
+
+    With no data option it trains on a built-in demo data set (scikit-learn's handwritten
+    digits, no network needed). Under `torchrun --nproc_per_node N -m toolbox finetune ...` it
+    trains with DistributedDataParallel.
+
+    Examples:
+      tb finetune --freeze --amp
+      tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3 --epochs 10
+      tb finetune --weights runs/a/model.safetensors --freeze --data other/
+      tb finetune --resume runs/20260101-120000-resnet18
+    """
+    from toolbox.cli.progress import make_progress
+    from toolbox.errors import ToolboxError
+    from toolbox.train import FinetuneConfig, finetune
+
+    try:
+        milestone_list = [int(m) for m in milestones.split(",") if m.strip()] if milestones \
+            else []
+    except ValueError:
+        raise typer.BadParameter("comma-separated epoch numbers, e.g. 3,6",
+                                 param_hint="--milestones") from None
+    main_rank = os.environ.get("RANK", "0") == "0"
+    config = FinetuneConfig(
+        # Absolute paths in args.yaml, so `--resume` works from any folder.
+        data=str(data.resolve()) if data else None, dataset=dataset,
+        root=str(root.resolve()) if root else None,
+        val_split=val_split, img_size=img_size, augment=augment, cache=cache, model=model,
+        pretrained=pretrained, weights=str(weights.resolve()) if weights else None, freeze=freeze,
+        unfreeze_at=unfreeze_at, backbone_lr_scale=backbone_lr_scale,
+        epochs=epochs if epochs is not None else 5, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, opt=opt, momentum=momentum, grad_accum=grad_accum,
+        clip_grad=clip_grad, seed=seed if seed is not None else 0, workers=workers,
+        device=device, channels_last=channels_last, compile=compile_model, amp=amp,
+        amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
+        milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
+        out=str(out) if out else None)
+    if resume is not None and (data or dataset or weights):
+        raise ToolboxError("--resume continues a run with its own data and weights",
+                           "drop --data/--dataset/--weights, or start a new run")
+    result = finetune(
+        config, resume=resume,
+        resume_overrides={"epochs": epochs, "workers": workers,
+                          "device": device if device != "auto" else None},
+        progress=make_progress(enabled=main_rank and not json_output),
+        on_start=lambda start: _show_start(start, json_output),
+        on_epoch=None if json_output else _show_epoch)
+    if not main_rank:
+        return
+    if json_output:
+        data_out = render.to_jsonable(result)
+        for row in data_out["epochs"]:
+            row.pop("per_class", None)
+        render.print_json(data_out)
+    else:
+        _show_result(result)
 
 
 def register(app: typer.Typer) -> None:
     """Mount this module's commands on the root app."""
+    app.command("finetune")(handle_errors(finetune_command))

@@ -1,0 +1,190 @@
+"""Benchmark `tb finetune` against the textbook PyTorch training loop.
+
+Same model (resnet18, random init), image size (64), batch (64), data (a PNG ImageFolder export
+of real Fashion-MNIST images, train/ and val/), 2 DataLoader workers, Adam, cross-entropy, no
+schedule, in one run:
+
+  (a) the textbook loop: ImageFolder + transforms.Compose + DataLoader + Adam + CrossEntropy;
+  (b) `tb finetune` as a real subprocess, at the same precision;
+  both in float32 and with bfloat16 autocast, then (c) `tb finetune --freeze` (head only) and
+  `--channels-last`.
+
+Each figure is training images/s (the training loop only, as `tb finetune` reports it),
+averaged over the epochs after the first (which pays start-up costs on both sides), and the peak
+RSS of the whole process tree (main process and DataLoader workers), polled with psutil.
+Goals: (b) >= 1.0x (a) at the same precision (aim 1.2x), (b)'s peak memory within 1.2x of
+(a)'s, and --freeze much faster than full training.
+
+    python benchmarks/finetune.py            # 3,000 + 600 images, 3 epochs (a few minutes)
+    python benchmarks/finetune.py --quick    # a smoke run: 384 + 128 images, 2 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+IMG_SIZE, BATCH, WORKERS = 64, 64, 2
+TB = Path(sys.executable).parent / "tb"
+
+
+def read_fashion(count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` real Fashion-MNIST training images from `offset` (Debian's idx .gz files)."""
+    with gzip.open(FASHION / "train-images-idx3-ubyte.gz", "rb") as handle:
+        images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FASHION / "train-labels-idx1-ubyte.gz", "rb") as handle:
+        labels = np.frombuffer(handle.read(), np.uint8, offset=8)
+    return images[offset:offset + count], labels[offset:offset + count]
+
+
+def export(root: Path, train: int, val: int) -> None:
+    """root/train/<class>/<n>.png and root/val/<class>/<n>.png."""
+    from toolbox.images import write_image
+
+    for split, count, offset in (("train", train, 0), ("val", val, train)):
+        images, labels = read_fashion(count, offset)
+        for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+            write_image(root / split / f"class{label}" / f"{n:05d}.png", image)
+
+
+def textbook(data: Path, epochs: int, bf16: bool) -> dict:
+    """The plain loop, as a tutorial writes it (run in its own process by `main`)."""
+    import torch
+    import torchvision
+    from torchvision import transforms
+
+    torch.manual_seed(0)
+    tf = transforms.Compose([transforms.Resize(IMG_SIZE), transforms.ToTensor(),
+                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    train = torchvision.datasets.ImageFolder(data / "train", tf)
+    val = torchvision.datasets.ImageFolder(data / "val", tf)
+    loader = torch.utils.data.DataLoader(train, batch_size=BATCH, shuffle=True,
+                                         num_workers=WORKERS, drop_last=True)
+    val_loader = torch.utils.data.DataLoader(val, batch_size=BATCH, num_workers=WORKERS)
+    import timm
+
+    model = timm.create_model("resnet18", num_classes=len(train.classes))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+    rates = []
+    for _ in range(epochs):
+        model.train()
+        seen, start = 0, time.perf_counter()
+        for images, targets in loader:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = criterion(model(images), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seen += len(targets)
+        rates.append(seen / (time.perf_counter() - start))
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for images, targets in val_loader:
+                correct += (model(images).argmax(1) == targets).sum().item()
+    return {"images_per_s": rates, "val_acc1": correct / len(val)}
+
+
+def peak_rss(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `cmd`; the highest RSS sum of it and all its children, in MiB."""
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    peak = 0.0
+    stop = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                procs = [parent, *parent.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in procs) / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    stop.set()
+    thread.join()
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return done, peak
+
+
+def steady(rates: list[float]) -> float:
+    """Mean images/s of the epochs after the first (or the only one)."""
+    later = rates[1:] or rates
+    return sum(later) / len(later)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--textbook", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.textbook:  # the child process of variant (a)
+        print(json.dumps(textbook(args.textbook, args.epochs, args.bf16)))
+        return
+    train, val, epochs = (384, 128, 2) if args.quick else (3000, 600, 3)
+    epochs = args.epochs or epochs
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    with tempfile.TemporaryDirectory(prefix="tb-bench-finetune-") as tmp:
+        data = Path(tmp) / "fmnist"
+        export(data, train, val)
+        print(f"data: {train} train + {val} val Fashion-MNIST PNGs, resnet18 at {IMG_SIZE}px, "
+              f"batch {BATCH}, {WORKERS} workers, {epochs} epochs, {os.cpu_count()} cores")
+        results = {}
+        for precision in ("fp32", "bf16"):
+            cmd = [sys.executable, __file__, "--textbook", str(data), "--epochs", str(epochs)]
+            done, rss = peak_rss(cmd + (["--bf16"] if precision == "bf16" else []), env)
+            results[f"textbook {precision}"] = (steady(json.loads(done.stdout)["images_per_s"]),
+                                                rss)
+            variants = [("", [])] if precision == "fp32" else [
+                ("", ["--amp"]), (" --channels-last", ["--amp", "--channels-last"]),
+                (" --freeze", ["--amp", "--freeze"])]
+            for label, extra in variants:
+                cmd = [str(TB), "finetune", "--data", str(data), "--model", "resnet18",
+                       "--no-pretrained", "--img-size", str(IMG_SIZE), "--batch-size",
+                       str(BATCH), "--workers", str(WORKERS), "--opt", "adam",
+                       "--weight-decay", "0", "--sched", "none", "--epochs", str(epochs),
+                       "--out", str(Path(tmp) / f"run-{precision}{label.strip()}"), "--json",
+                       *extra]
+                done, rss = peak_rss(cmd, env)
+                rows = json.loads(done.stdout)["epochs"]
+                results[f"tb finetune {precision}{label}"] = (
+                    steady([r["images_per_s"] for r in rows]), rss)
+    width = max(map(len, results))
+    for name, (rate, rss) in results.items():
+        print(f"{name:<{width}}  {rate:8.1f} images/s  peak RSS {rss:7.0f} MiB")
+    for precision in ("fp32", "bf16"):
+        (a, a_rss), (b, b_rss) = (results[f"textbook {precision}"],
+                                  results[f"tb finetune {precision}"])
+        print(f"{precision}: tb finetune / textbook = {b / a:.2f}x images/s, "
+              f"{b_rss / a_rss:.2f}x peak RSS")
+    full = results["tb finetune bf16"][0]
+    for flag in ("--channels-last", "--freeze"):
+        print(f"bf16: {flag} / plain = {results[f'tb finetune bf16 {flag}'][0] / full:.2f}x "
+              f"images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""Training data: where samples come from, the train/val split, decoding once, and batches.
+
+Every source yields (H, W, 3) uint8 images read by `toolbox.images` (the same channel rules as
+`tb augment`). Images are resized and cropped once to the model's input size with the very
+function `eval_tensor` uses (`resize_crop_uint8`), kept as uint8, and normalised a batch at a time
+on the training device, so validation sees exactly what `tb evaluate` feeds the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from toolbox.errors import ToolboxError
+from toolbox.images import ImageReadError
+from toolbox.models import ModelMeta
+from toolbox.preprocess import resize_crop_uint8
+from toolbox.progress import NullProgress, Progress
+
+DEMO_NAME = "scikit-learn digits"
+DEMO_IMG_SIZE = 32
+CACHE_BUDGET_BYTES = 4 * 1024**3  # decoded uint8 images kept in memory up to this size
+
+
+class Source(Protocol):
+    """Indexable images with integer labels."""
+
+    classes: list[str]
+    targets: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> np.ndarray: ...
+
+
+@dataclass
+class FileSource:
+    """Image files on disk (an ImageFolder tree)."""
+
+    paths: list[Path]
+    targets: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> np.ndarray:
+        from toolbox.images import read_image
+
+        return read_image(self.paths[index])
+
+
+@dataclass
+class ArraySource:
+    """Images already in memory (the demo digits)."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    targets: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+@dataclass
+class FetchedSource:
+    """A split of a data set opened with `toolbox.datasets.open_dataset`."""
+
+    dataset: Any
+    classes: list[str] = field(init=False)
+    targets: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.classes = list(self.dataset.classes)
+        targets = getattr(self.dataset, "targets", None)
+        if targets is None:
+            targets = [self.dataset[i][1] for i in range(len(self.dataset))]
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> np.ndarray:
+        return self.dataset[index][0]
+
+
+@dataclass
+class SubsetSource:
+    """Some samples of another source (a split)."""
+
+    base: Any
+    indices: np.ndarray
+    classes: list[str] = field(init=False)
+    targets: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.classes = self.base.classes
+        self.targets = np.asarray(self.base.targets)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, index: int) -> np.ndarray:
+        return self.base.load(int(self.indices[index]))
+
+
+@dataclass
+class DataSplits:
+    """The training and validation sources and how they were found."""
+
+    train: Any
+    val: Any
+    classes: list[str]
+    description: str
+    is_demo: bool = False
+    default_img_size: int | None = None
+
+
+def stratified_split(targets: np.ndarray, val_fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: about `val_fraction` of each class (at least one when it has two
+    or more images) goes to validation."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(targets):
+        idx = np.flatnonzero(targets == label)
+        rng.shuffle(idx)
+        n_val = round(len(idx) * val_fraction)
+        n_val = min(max(n_val, 1), len(idx) - 1) if len(idx) >= 2 else 0
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+
+
+def _folder_source(root: Path) -> FileSource:
+    from toolbox.images import scan_image_folder
+
+    folder = scan_image_folder(root)
+    paths = [path for path, _ in folder.samples]
+    targets = np.asarray([label for _, label in folder.samples], dtype=np.int64)
+    return FileSource(paths, targets, folder.classes)
+
+
+def digits_source() -> ArraySource:
+    """scikit-learn's 1,797 real 8x8 handwritten digits as RGB uint8 (no network needed)."""
+    from sklearn.datasets import load_digits
+
+    from toolbox.images import as_rgb_uint8
+
+    digits = load_digits()
+    gray = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = np.stack([as_rgb_uint8(img) for img in gray])
+    return ArraySource(images, digits.target.astype(np.int64), [str(d) for d in range(10)])
+
+
+def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Path | None,
+                val_split: float, seed: int) -> DataSplits:
+    """Find the training and validation data the options describe.
+
+    Raises:
+        ToolboxError: missing folder or data set, fewer than two classes, an empty class folder,
+            class folders that differ between train/ and val/.
+    """
+    if data is not None:
+        data = Path(data)
+        if not data.is_dir():
+            raise ToolboxError(f"no such data folder: {data}",
+                               "pass an ImageFolder tree: DIR/<class>/<image>")
+        if (data / "train").is_dir() and (data / "val").is_dir():
+            train, val = _folder_source(data / "train"), _folder_source(data / "val")
+            if train.classes != val.classes:
+                only = sorted(set(train.classes) ^ set(val.classes))
+                raise ToolboxError(f"{data}/train and {data}/val have different class folders "
+                                   f"({', '.join(only[:5])})",
+                                   "give both the same class sub-folders")
+            splits = DataSplits(train, val, train.classes, f"{data} (train/ and val/)")
+        else:
+            full = _folder_source(data)
+            _check_classes(full.classes, str(data))
+            train_idx, val_idx = stratified_split(full.targets, val_split, seed)
+            splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
+                                full.classes, f"{data} (stratified {val_split:g} validation "
+                                              f"split, seed {seed})")
+    elif dataset is not None:
+        import toolbox.datasets as datasets_mod
+
+        if root is None:
+            if not hasattr(datasets_mod, "default_root"):
+                raise ToolboxError("--dataset needs --root, the folder `tb datasets fetch` used")
+            root = datasets_mod.default_root()
+        open_dataset = datasets_mod.open_dataset
+        train = FetchedSource(open_dataset(dataset, Path(root), "train"))
+        val = FetchedSource(open_dataset(dataset, Path(root), "test"))
+        splits = DataSplits(train, val, train.classes,
+                            f"data set {dataset} from {root} (official train/test split)")
+    else:
+        full = digits_source()
+        train_idx, val_idx = stratified_split(full.targets, val_split, seed)
+        splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
+                            full.classes, f"built-in demo data: {DEMO_NAME} (1,797 8x8 images, "
+                                          f"10 classes, {val_split:g} validation split)",
+                            is_demo=True, default_img_size=DEMO_IMG_SIZE)
+    _check_classes(splits.classes, splits.description)
+    if len(splits.train) == 0 or len(splits.val) == 0:
+        raise ToolboxError(f"{splits.description}: the training or validation split is empty",
+                           "add images (each class needs at least two) or change --val-split")
+    return splits
+
+
+def _check_classes(classes: Sequence[str], where: str) -> None:
+    if len(classes) < 2:
+        raise ToolboxError(f"{where} has {len(classes)} class; classification needs at least two",
+                           "add a sub-folder per class: DIR/<class>/<image>")
+
+
+class PreparedImages:
+    """Images resized and cropped to the model's input, as uint8 (C, H, W): cached or on demand.
+
+    With `cache`, every image is decoded and resized once (a thread pool; PIL and torch release
+    the GIL) and kept in one uint8 tensor; epochs then cost no decoding at all.
+    """
+
+    def __init__(self, source: Any, meta: ModelMeta, *, cache: bool, workers: int,
+                 progress: Progress | None = None, label: str = "images") -> None:
+        self.source = source
+        self.meta = meta
+        self.targets = torch.as_tensor(np.asarray(source.targets), dtype=torch.long)
+        self.tensor: torch.Tensor | None = None
+        self.skipped: list[tuple[Path, str]] = []  # unreadable files left out (cache only)
+        if cache:
+            self.tensor = self._decode_all(max(1, workers), progress or NullProgress(), label)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def get(self, index: int) -> torch.Tensor:
+        if self.tensor is not None:
+            return self.tensor[index]
+        return resize_crop_uint8(self.source.load(index), self.meta)
+
+    def _decode_all(self, workers: int, progress: Progress, label: str) -> torch.Tensor:
+        n = len(self.source)
+        out = torch.empty((n, *self.meta.input_size), dtype=torch.uint8)
+        progress.start(f"decoding {label}", total=n, unit="images")
+
+        bad: dict[int, ImageReadError] = {}
+
+        def work(i: int) -> None:
+            try:
+                out[i] = resize_crop_uint8(self.source.load(i), self.meta)
+            except ImageReadError as exc:  # skipped and reported, as `tb augment` does
+                bad[i] = exc
+
+        try:
+            if workers > 1 and n > 64:
+                with ThreadPoolExecutor(workers) as pool:
+                    for _ in pool.map(work, range(n), chunksize=32):
+                        progress.advance()
+            else:
+                for i in range(n):
+                    work(i)
+                    progress.advance()
+        finally:
+            progress.finish()
+        if bad:
+            if len(bad) == n:
+                first = next(iter(bad.values()))
+                raise ToolboxError(f"none of the {n} {label} could be read ({first.message})",
+                                   "check the data folder")
+            keep = torch.as_tensor([i for i in range(n) if i not in bad], dtype=torch.long)
+            self.skipped = [(exc.path, exc.reason) for _, exc in sorted(bad.items())]
+            self.targets = self.targets.index_select(0, keep)
+            out = out.index_select(0, keep)
+        return out
+
+
+def cache_fits(n_images: int, meta: ModelMeta, budget: int = CACHE_BUDGET_BYTES) -> bool:
+    """Whether `n_images` decoded at the model's input size fit the in-memory budget."""
+    return n_images * math.prod(meta.input_size) <= budget
+
+
+def epoch_indices(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
+                  world_size: int = 1) -> list[int]:
+    """This rank's sample order for `epoch`: a permutation seeded by (seed, epoch), like
+    `DistributedSampler`, so a resumed run sees the very same order. Padded by wrapping around
+    so every rank gets the same number of samples."""
+    if shuffle:
+        generator = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+    else:
+        order = list(range(n))
+    if world_size > 1:
+        total = math.ceil(n / world_size) * world_size
+        order = (order * math.ceil(total / max(n, 1)))[:total]
+        order = order[rank:total:world_size]
+    return order
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Independent augmentation seed per (run seed, epoch, sample): the same images get the same
+    augmentation whatever the worker count, and a resumed epoch repeats exactly."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) pairs, so persistent workers learn the epoch for seeding."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.order: list[int] = []
+
+    def set(self, epoch: int, order: list[int]) -> None:
+        self.epoch, self.order = epoch, order
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.order])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class AugmentedDataset(torch.utils.data.Dataset):
+    """Training samples with `--augment` applied in the DataLoader worker processes."""
+
+    def __init__(self, images: PreparedImages, augment: str, seed: int) -> None:
+        self.images = images
+        self.augment = augment
+        self.seed = seed
+        self._augmenter: Any = None  # built lazily, once per worker process
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = item
+        image = self.images.get(index)
+        if self._augmenter is None:
+            from toolbox.augment import build_augmenter
+
+            self._augmenter = build_augmenter(self.augment, seed=self.seed)
+        self._augmenter.seed_(sample_seed(self.seed, epoch, index))
+        array = self._augmenter.augment_image(image.permute(1, 2, 0).numpy())
+        tensor = resize_crop_uint8(np.ascontiguousarray(array), self.images.meta)
+        return tensor, self.images.targets[index]
+
+
+class _StreamDataset(torch.utils.data.Dataset):
+    """Samples decoded in the workers each epoch (when the data set does not fit in memory)."""
+
+    def __init__(self, images: PreparedImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        _, index = item
+        return self.images.get(index), self.images.targets[index]
+
+
+class BatchLoader:
+    """uint8 image batches and labels for one epoch, in the order `epoch_indices` gives.
+
+    From the in-memory cache without augmentation, batches are sliced in this process (no
+    workers, no copies through pipes); otherwise a DataLoader with persistent workers decodes
+    and augments.
+    """
+
+    def __init__(self, images: PreparedImages, *, batch_size: int, shuffle: bool, seed: int,
+                 workers: int, rank: int = 0, world_size: int = 1, augment: str | None = None,
+                 drop_last: bool = False, pin_memory: bool = False) -> None:
+        self.images = images
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.drop_last = drop_last
+        self.loader = None
+        self.sampler: _EpochSampler | None = None
+        if augment or images.tensor is None:
+            dataset = (AugmentedDataset(images, augment, seed) if augment
+                       else _StreamDataset(images))
+            self.sampler = _EpochSampler()
+            self.loader = torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+                persistent_workers=workers > 0, pin_memory=pin_memory, drop_last=drop_last,
+                prefetch_factor=4 if workers > 0 else None)
+
+    def _order(self, epoch: int) -> list[int]:
+        return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
+                             rank=self.rank, world_size=self.world_size)
+
+    def num_batches(self, epoch: int = 0) -> int:
+        n = len(self._order(epoch))
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order(epoch)
+        if self.loader is not None:
+            self.sampler.set(epoch, order)
+            yield from self.loader
+            return
+        tensor, targets = self.images.tensor, self.images.targets
+        index = torch.as_tensor(order, dtype=torch.long)
+        stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        for start in range(0, stop, self.batch_size):
+            idx = index[start:start + self.batch_size]
+            yield tensor.index_select(0, idx), targets.index_select(0, idx)
+
+
+def val_shard(n: int, rank: int, world_size: int) -> list[int]:
+    """Validation samples for this rank: a plain stride, no padding, so rank sums are exact."""
+    return list(range(rank, n, world_size))
+
+
+class ShardLoader:
+    """Validation batches of a fixed list of indices (no shuffling, no padding)."""
+
+    def __init__(self, images: PreparedImages, indices: list[int], batch_size: int,
+                 workers: int) -> None:
+        self.images = images
+        self.indices = indices
+        self.batch_size = batch_size
+        self.loader = None
+        if images.tensor is None:
+            sampler = _EpochSampler()
+            sampler.set(0, indices)
+            self.loader = torch.utils.data.DataLoader(
+                _StreamDataset(images), batch_size=batch_size, sampler=sampler,
+                num_workers=workers, persistent_workers=workers > 0)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.loader is not None:
+            yield from self.loader
+            return
+        index = torch.as_tensor(self.indices, dtype=torch.long)
+        for start in range(0, len(index), self.batch_size):
+            idx = index[start:start + self.batch_size]
+            yield (self.images.tensor.index_select(0, idx),
+                   self.images.targets.index_select(0, idx))

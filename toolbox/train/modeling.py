@@ -1,0 +1,190 @@
+"""The model side of fine-tuning: build, load weights, new head, freeze, preprocessing config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from toolbox.errors import ToolboxError
+from toolbox.models import (
+    ModelMeta,
+    PretrainedWeightsUnavailable,
+    classifier_name,
+    create_model,
+    load_state_dict,
+    read_meta,
+    resolve_model,
+)
+
+_BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
+
+
+@dataclass
+class BuiltModel:
+    """A model ready to train, with its head's name, its ModelMeta and what happened on the way."""
+
+    model: nn.Module
+    head: str
+    meta: ModelMeta
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    weights_source: str = "random"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or \
+        os.environ.get("TB_OFFLINE", "") not in ("", "0")
+
+
+def _torchvision_weights_cached(arch: str) -> bool:
+    """Whether torchvision's default weights for `arch` are already in the torch hub cache."""
+    import torchvision.models as tvm
+
+    try:
+        weights = tvm.get_model_weights(arch).DEFAULT
+    except (ValueError, AttributeError):
+        return False
+    filename = weights.url.rsplit("/", 1)[-1]
+    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
+
+
+def _create(name: str, num_classes: int, pretrained: bool, kwargs: dict) -> tuple[nn.Module, str]:
+    """Create the model; (model, "pretrained"|"random")."""
+    if pretrained:
+        ref = resolve_model(name)
+        # Offline (HF_HUB_OFFLINE): fail at once for torchvision too instead of waiting on a
+        # download that cannot happen.
+        if ref.source == "torchvision" and _offline() and not _torchvision_weights_cached(ref.arch):
+            raise PretrainedWeightsUnavailable(
+                f"pretrained weights for {ref.name} are not cached and the hub is offline")
+        return create_model(name, num_classes=num_classes, pretrained=True, **kwargs), "pretrained"
+    return create_model(name, num_classes=num_classes, **kwargs), "random"
+
+
+def data_config(model: nn.Module, img_size: int | None) -> dict:
+    """timm's pretrained data config (input size, mean, std, interpolation, crop), with defaults
+    for torchvision models and `--img-size` overriding the size (and then not cropping)."""
+    config = {"input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 0.875,
+              "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    if hasattr(model, "pretrained_cfg"):
+        from timm.data import resolve_model_data_config
+
+        resolved = resolve_model_data_config(model)
+        config.update({k: resolved[k] for k in config if k in resolved})
+    if img_size is not None:
+        config["input_size"] = (config["input_size"][0], img_size, img_size)
+        config["crop_pct"] = 1.0
+    return config
+
+
+def build_model(*, model: str, class_names: list[str], pretrained: bool, weights: str | None,
+                img_size: int | None, seed: int) -> BuiltModel:
+    """Build `model` with a head for `class_names`, from hub weights, a file, or random init.
+
+    Raises:
+        ToolboxError: unknown model, unreadable weights, or weights of another architecture.
+    """
+    ref = resolve_model(model)
+    num_classes = len(class_names)
+    warnings: list[str] = []
+    notes: list[str] = []
+    torch.manual_seed(seed)  # the same random init (and new head) for the same seed
+    kwargs: dict = {}
+    want_hub = pretrained and weights is None
+    try:
+        net, source = _create(ref.name if not ref.tag else model, num_classes, want_hub, kwargs)
+    except PretrainedWeightsUnavailable as exc:
+        reason = "offline and not cached" if _offline() else exc.message
+        warnings.append(f"no pretrained weights for {model} ({reason}); starting from random "
+                        f"initialisation (pass --weights FILE, or --no-pretrained to silence this)")
+        torch.manual_seed(seed)
+        net, source = create_model(ref.name, num_classes=num_classes), "random"
+    if img_size is not None and getattr(net, "pretrained_cfg", {}).get("fixed_input_size"):
+        # ViT-style models bake the input size into their position embeddings.
+        kwargs = {"img_size": img_size}
+        torch.manual_seed(seed)
+        net, source = _create(ref.name if not ref.tag else model, num_classes,
+                              source == "pretrained", kwargs)
+    head = classifier_name(net)
+    if weights is not None:
+        notes.extend(load_weights(net, head, Path(weights), ref.name))
+        source = f"file {weights}"
+    cfg = data_config(net, img_size)
+    meta = ModelMeta(model=ref.name, num_classes=num_classes, class_names=list(class_names),
+                     input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]),
+                     std=tuple(cfg["std"]), interpolation=str(cfg["interpolation"]),
+                     crop_pct=float(cfg["crop_pct"]), model_kwargs=kwargs)
+    return BuiltModel(net, head, meta, notes, warnings, source)
+
+
+def load_weights(model: nn.Module, head: str, path: Path, model_name: str) -> list[str]:
+    """Load a `.safetensors`/`.pth`/`tb` checkpoint into `model`; a head of another size is
+    dropped (and reported), anything else that does not fit is an error."""
+    state = load_state_dict(path)
+    own = model.state_dict()
+    in_head = lambda key: key.startswith(head + ".")  # noqa: E731
+    notes = []
+    dropped = [k for k in state if in_head(k) and k in own and state[k].shape != own[k].shape]
+    if dropped:
+        old = state[dropped[0]].shape[0]
+        notes.append(f"dropped the {old}-class head of {path.name}; a new "
+                     f"{own[dropped[0]].shape[0]}-class head is trained")
+        state = {k: v for k, v in state.items() if k not in dropped}
+    missing = [k for k in own if k not in state and not (dropped and in_head(k))]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        try:
+            meta = read_meta(path)
+        except ToolboxError:
+            meta = None
+        holds = f" (it holds {meta.model} weights)" if meta and meta.model != model_name else ""
+        example = (mismatched or missing or unexpected)[0]
+        raise ToolboxError(
+            f"weights in {path} do not fit {model_name}{holds}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} mismatched tensors "
+            f"(e.g. {example})",
+            f"pass --model {meta.model}" if holds else "pass weights of the same architecture")
+    model.load_state_dict(state, strict=False)
+    notes.append(f"loaded weights from {path}")
+    return notes
+
+
+def is_head(name: str, head: str) -> bool:
+    """Whether a parameter/module name belongs to the classifier `head`."""
+    return name == head or name.startswith(head + ".")
+
+
+def set_frozen(model: nn.Module, head: str, frozen: bool) -> None:
+    """Freeze (or unfreeze) everything but the head."""
+    for name, param in model.named_parameters():
+        param.requires_grad = (not frozen) or is_head(name, head)
+
+
+def frozen_batchnorms(model: nn.Module, head: str) -> list[nn.Module]:
+    """BatchNorm layers outside the head whose parameters do not learn."""
+    result = []
+    for name, module in model.named_modules():
+        if isinstance(module, _BATCHNORMS) and not is_head(name, head):
+            params = list(module.parameters(recurse=False))
+            if not any(p.requires_grad for p in params):
+                result.append(module)
+    return result
+
+
+def train_mode(model: nn.Module, head: str) -> None:
+    """`model.train()`, except frozen BatchNorm keeps its running statistics (eval mode)."""
+    model.train()
+    for module in frozen_batchnorms(model, head):
+        module.eval()
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int, int]:
+    """(total, trainable, frozen) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable, total - trainable
