@@ -6,7 +6,10 @@ prefixed `tv:` (`tv:resnet18`), or plain names that only torchvision has (`alexn
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from toolbox.errors import ToolboxError, unknown_name
@@ -88,6 +91,45 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: bool 
     return model
 
 
+def offline_requested() -> bool:
+    """True when the user said the hub is off limits (`HF_HUB_OFFLINE=1` or `TB_OFFLINE=1`)."""
+    return any(os.environ.get(var, "") not in ("", "0") for var in ("HF_HUB_OFFLINE", "TB_OFFLINE"))
+
+
+def host_reachable(host: str, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to `host`:443 opens within `timeout` seconds.
+
+    Asked before a download that is not cached: the hub clients retry for tens of seconds on
+    a machine without network, which is a long silent wait for an answer known in milliseconds.
+    """
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(name: str, why: str) -> PretrainedWeightsUnavailable:
+    return PretrainedWeightsUnavailable(
+        f"pretrained weights for {name} are not available: {why}",
+        "connect to the hub once to cache them, or pass --weights FILE")
+
+
+def _cached_timm_weights(name: str) -> str | None:
+    """Local path of `name`'s pretrained weights in the Hugging Face cache, if they are there."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+        found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
 def _create_timm(ref: ModelRef, pretrained: bool, num_classes: int | None,
                  kwargs: dict) -> nn.Module:
     import timm
@@ -95,14 +137,27 @@ def _create_timm(ref: ModelRef, pretrained: bool, num_classes: int | None,
     name = f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
+    if pretrained:
+        cached = _cached_timm_weights(name)
+        if cached:  # load the cached file directly: no hub round trip, works offline
+            kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": cached}}
+        elif offline_requested():
+            raise _unavailable(name, "not cached, and HF_HUB_OFFLINE/TB_OFFLINE is set")
+        elif not host_reachable("huggingface.co"):
+            raise _unavailable(name, "not cached, and huggingface.co cannot be reached")
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
         if not pretrained:
             raise
-        raise PretrainedWeightsUnavailable(
-            f"pretrained weights for {name} are not available: {str(exc).splitlines()[0]}",
-            "connect to the hub once to cache them, or pass --weights FILE") from exc
+        raise _unavailable(name, str(exc).splitlines()[0]) from exc
+
+
+def _torchvision_weights_cached(weights: object) -> bool:
+    import torch
+
+    filename = str(getattr(weights, "url", "")).rsplit("/", 1)[-1]
+    return bool(filename) and (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
 
 
 def _create_torchvision(ref: ModelRef, pretrained: bool, num_classes: int | None,
@@ -113,12 +168,16 @@ def _create_torchvision(ref: ModelRef, pretrained: bool, num_classes: int | None
         if num_classes is not None:
             kwargs = {**kwargs, "num_classes": num_classes}
         return tvm.get_model(ref.arch, weights=None, **kwargs)
+    weights = tvm.get_model_weights(ref.arch).DEFAULT
+    if not _torchvision_weights_cached(weights):
+        if offline_requested():
+            raise _unavailable(ref.name, "not cached, and HF_HUB_OFFLINE/TB_OFFLINE is set")
+        if not host_reachable("download.pytorch.org"):
+            raise _unavailable(ref.name, "not cached, and download.pytorch.org cannot be reached")
     try:
-        model = tvm.get_model(ref.arch, weights="DEFAULT", **kwargs)
+        model = tvm.get_model(ref.arch, weights=weights, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
-        raise PretrainedWeightsUnavailable(
-            f"pretrained weights for {ref.name} are not available: {str(exc).splitlines()[0]}",
-            "connect once to cache them in the torch hub dir, or pass --weights FILE") from exc
+        raise _unavailable(ref.name, str(exc).splitlines()[0]) from exc
     if num_classes is not None:
         replace_classifier(model, num_classes)
     return model

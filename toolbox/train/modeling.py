@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,32 +34,9 @@ class BuiltModel:
     weights_source: str = "random"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or \
-        os.environ.get("TB_OFFLINE", "") not in ("", "0")
-
-
-def _torchvision_weights_cached(arch: str) -> bool:
-    """Whether torchvision's default weights for `arch` are already in the torch hub cache."""
-    import torchvision.models as tvm
-
-    try:
-        weights = tvm.get_model_weights(arch).DEFAULT
-    except (ValueError, AttributeError):
-        return False
-    filename = weights.url.rsplit("/", 1)[-1]
-    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
-
-
 def _create(name: str, num_classes: int, pretrained: bool, kwargs: dict) -> tuple[nn.Module, str]:
     """Create the model; (model, "pretrained"|"random")."""
     if pretrained:
-        ref = resolve_model(name)
-        # Offline (HF_HUB_OFFLINE): fail at once for torchvision too instead of waiting on a
-        # download that cannot happen.
-        if ref.source == "torchvision" and _offline() and not _torchvision_weights_cached(ref.arch):
-            raise PretrainedWeightsUnavailable(
-                f"pretrained weights for {ref.name} are not cached and the hub is offline")
         return create_model(name, num_classes=num_classes, pretrained=True, **kwargs), "pretrained"
     return create_model(name, num_classes=num_classes, **kwargs), "random"
 
@@ -98,8 +74,7 @@ def build_model(*, model: str, class_names: list[str], pretrained: bool, weights
     try:
         net, source = _create(ref.name if not ref.tag else model, num_classes, want_hub, kwargs)
     except PretrainedWeightsUnavailable as exc:
-        reason = "offline and not cached" if _offline() else exc.message
-        warnings.append(f"no pretrained weights for {model} ({reason}); starting from random "
+        warnings.append(f"{exc.message}; starting from random "
                         f"initialisation (pass --weights FILE, or --no-pretrained to silence this)")
         torch.manual_seed(seed)
         net, source = create_model(ref.name, num_classes=num_classes), "random"
