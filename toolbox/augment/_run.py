@@ -42,6 +42,7 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
 MASKS_DIR = "masks"
 IMAGES_DIR = "images"
 _IN_FLIGHT_PER_WORKER = 4  # enough to keep workers busy, small enough to keep memory flat
+_CHUNK = 8  # files per round trip to a worker, at most
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,12 @@ def _write_mask(dest: str, mask: np.ndarray) -> None:
 def _copy_file(src: str, dest: str) -> None:
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def _process_chunk(tasks: list[_Task], job: _Job) -> list[_Result]:
+    """A few files per round trip: per-file futures cost the main process (which shares the
+    cores with the workers) about a millisecond each."""
+    return [_process(task, job) for task in tasks]
 
 
 def _process(task: _Task, job: _Job) -> _Result:
@@ -338,9 +345,13 @@ def _recorded(out: Path) -> Pipeline | None:
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
-    # fork is unsafe once torch, OpenBLAS or OpenCV have started threads in the parent;
-    # forkserver forks workers from a clean server that imports imgaug once; spawn elsewhere.
+    # fork is the cheapest start (workers inherit the imgaug this process imported to check the
+    # spec), and safe while no library has started threads here: not after torch is imported.
+    # Otherwise forkserver forks workers from a clean server that imports imgaug once; spawn
+    # off Linux.
     if sys.platform.startswith("linux"):
+        if "torch" not in sys.modules:
+            return multiprocessing.get_context("fork")
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["imgaug.augmenters", "toolbox.augment._run"])
         return ctx
@@ -349,12 +360,18 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 class _WarmPool:
     """A process pool whose workers start (and import imgaug) in the background while the
-    main process validates the spec and plans the run, so start-up overlaps useful work."""
+    main process plans the run, so start-up overlaps useful work."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+        context = _mp_context()
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                             initializer=_init_process)
+        if context.get_start_method() == "fork":
+            # Forking from a second thread while this one runs would copy its locks mid-use.
+            self._starter = None
+            self._start()
+            return
         # Starting a process blocks until the fork server has imported imgaug: do it from a
         # thread so the main thread is not held up.
         self._starter = threading.Thread(target=self._start, daemon=True)
@@ -366,7 +383,8 @@ class _WarmPool:
                 self.executor.submit(_warm)
 
     def close(self, cancel: bool = False) -> None:
-        self._starter.join()
+        if self._starter is not None:
+            self._starter.join()
         self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
@@ -379,20 +397,23 @@ def _run_tasks(tasks: list[_Task], job: _Job, pool: _WarmPool | None):
         finally:
             _WORKER.clear()
         return
+    # Chunks small enough that every worker gets several (and progress moves), large enough
+    # that round trips are rare.
+    size = max(1, min(_CHUNK, len(tasks) // (pool.workers * _IN_FLIGHT_PER_WORKER)))
+    chunks = (tasks[i:i + size] for i in range(0, len(tasks), size))
     pending: set[Future] = set()
-    todo = iter(tasks)
     while True:
         while len(pending) < pool.workers * _IN_FLIGHT_PER_WORKER:
-            task = next(todo, None)
-            if task is None:
+            chunk = next(chunks, None)
+            if chunk is None:
                 break
-            pending.add(pool.executor.submit(_process, task, job))
+            pending.add(pool.executor.submit(_process_chunk, chunk, job))
         if not pending:
             break
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         for fut in done:
             try:
-                yield fut.result()
+                yield from fut.result()
             except BrokenProcessPool:
                 raise ToolboxError("a worker process died while augmenting",
                                    "it may have run out of memory: try fewer --workers, "
@@ -460,8 +481,9 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
         AugmentSpecError: a bad spec, before any image is read.
         ToolboxError: bad options, no images, or an OUT that could overwrite inputs.
 
-    With more than one worker, processes are started with forkserver (spawn off Linux), so a
-    script that calls this must guard its top level with `if __name__ == "__main__":`.
+    With more than one worker, processes are forked on Linux while torch is not imported, and
+    otherwise started with forkserver (spawn off Linux), so a script that calls this must guard
+    its top level with `if __name__ == "__main__":`.
     """
     progress = progress or NullProgress()
     if copies < 1:
@@ -482,13 +504,14 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
             raise ToolboxError(f"masks folder not found: {masks}",
                                "pass the folder that holds one PNG mask per image")
 
+    # The spec is parsed, validated and test-run before any image is read.
+    pipeline = _checked_pipeline(spec)
     n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     wanted = workers or n_cpu or 1
-    # Worker processes start now, in the background, while this process validates the spec
-    # and plans the run (on 2 cores that hides most of the start-up).
+    # Worker processes start now, while this process plans the run.
     pool = _WarmPool(wanted) if wanted > 1 else None
     try:
-        report = _run(src, out, pool, spec=spec, seed=seed, copies=copies,
+        report = _run(src, out, pool, pipeline=pipeline, seed=seed, copies=copies,
                       include_original=include_original, image_format=image_format,
                       quality=quality, masks_root=masks_root, skip_existing=skip_existing,
                       preview=preview, preview_count=preview_count, tensorboard=tensorboard,
@@ -502,17 +525,28 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
     return report
 
 
-def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, spec: str | Path,
+def _checked_pipeline(spec: str | Path) -> Pipeline:
+    """Load and test-run the spec without starting OpenCV threads in this process, so worker
+    processes can be forked from it safely."""
+    import cv2
+
+    from toolbox.augment import build_pipeline, load_spec
+
+    pipeline = load_spec(spec)
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    try:
+        build_pipeline(pipeline, check=True)
+    finally:
+        cv2.setNumThreads(previous)
+    return pipeline
+
+
+def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: Pipeline,
          seed: int | None, copies: int, include_original: bool, image_format: str | None,
          quality: int | None, masks_root: Path | None, skip_existing: bool,
          preview: str | Path | None, preview_count: int, tensorboard: str | Path | None,
          progress: Progress) -> AugmentReport:
-    from toolbox.augment import build_pipeline, load_spec
-
-    # The spec is parsed, validated and test-run before any image is read.
-    pipeline = load_spec(spec)
-    build_pipeline(pipeline, check=True)
-
     check_out_location(src, out, masks_root)
     out_path = Path(out)
     if preview is not None and Path(preview).resolve().suffix.lower() != ".png":
