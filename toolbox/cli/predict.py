@@ -1,9 +1,198 @@
-"""Command group `predict` (being built; see the open issue)."""
+"""Commands `predict` and `evaluate`: use and judge a model trained by `tb finetune`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from toolbox.cli import render
+from toolbox.cli.errors import handle_errors
+from toolbox.cli.options import DatasetOpt, DeviceOpt, JsonOpt, LogdirOpt
+
+if TYPE_CHECKING:
+    from toolbox.inference import EvalResult, PredictResult, Skipped
+
+RunOpt = Annotated[Path | None, typer.Option(
+    "--run", help="A run folder written by `tb finetune` (its best weights are used).")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", help="A model file instead of a run: model.safetensors or checkpoints/*.pt.")]
+LoaderWorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=0, help="Image-decoding processes [default: none for a single batch, "
+                             "else up to 4].", show_default=False)]
+AmpOpt = Annotated[bool, typer.Option(
+    "--amp", help="Mixed precision: float16 on CUDA/MPS, bfloat16 on the CPU.")]
+
+
+def _model_source(run: Path | None, checkpoint: Path | None) -> None:
+    if run is None and checkpoint is None:
+        raise typer.BadParameter("give --run RUN_DIR or --checkpoint FILE")
+    if run is not None and checkpoint is not None:
+        raise typer.BadParameter("give only one of --run and --checkpoint")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def predict(
+    images: Annotated[list[str], typer.Argument(
+        help="Image files, folders (searched recursively) or quoted globs.", show_default=False)],
+    run: RunOpt = None,
+    checkpoint: CheckpointOpt = None,
+    topk: Annotated[int, typer.Option("--topk", min=1, help="Classes to show per image.")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
+                                            help="Images per forward pass.")] = 32,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = False,
+    workers: LoaderWorkersOpt = None,
+    csv_file: Annotated[Path | None, typer.Option(
+        "--csv", help="Also write the predictions to this CSV file (atomically).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images with a trained model: top-k classes and probabilities per file.
+
+    The class names and preprocessing come from the run, so no flag is repeated.
+    Files that cannot be read are reported and skipped; the exit code is 1 only
+    when not a single image could be predicted.
+
+    Examples:
+      tb predict photos/ --run runs/my-run
+      tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
+    """
+    from toolbox.cli.progress import make_progress
+    from toolbox.inference import NothingPredicted, predict_images
+
+    _model_source(run, checkpoint)
+    try:
+        result = predict_images(images, run=run, checkpoint=checkpoint, topk=topk,
+                                batch_size=batch_size, device=device, amp=amp, workers=workers,
+                                csv_path=csv_file, progress=make_progress(not json_out))
+    except NothingPredicted as exc:
+        _warn_skipped(exc.result.skipped)
+        raise
+    _warn_skipped(result.skipped)
+    if json_out:
+        render.print_json({"model_file": result.model_file, "device": result.device,
+                           "predictions": result.predictions, "skipped": result.skipped})
+        return
+    _show_predictions(result)
+    render.note(f"{len(result.predictions)} predicted, {len(result.skipped)} skipped on "
+                f"{result.device} ({result.images_per_s:.1f} images/s)")
+    if csv_file is not None:
+        render.note(f"wrote {csv_file}")
+
+
+def _warn_skipped(skipped: list[Skipped]) -> None:
+    for skip in skipped:
+        render.warn(f"skipped {skip.file}: {skip.reason}")
+
+
+def _show_predictions(result: PredictResult) -> None:
+    columns = ["file", "class", "prob"] + (["next"] if result.topk > 1 else [])
+    rows = []
+    for pred in result.predictions:
+        best, rest = pred.top[0], pred.top[1:]
+        row = [pred.file, best.label, f"{best.prob:.1%}"]
+        if result.topk > 1:
+            row.append(", ".join(f"{g.label} {g.prob:.1%}" for g in rest))
+        rows.append(row)
+    render.show(render.table(f"Predictions ({result.model_file})", columns, rows,
+                             right=["prob"]))
+
+
+def evaluate(
+    run: RunOpt = None,
+    checkpoint: CheckpointOpt = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="An ImageFolder (DIR/<class>/<image>), or a DIR with train/ and val/ "
+                       "or test/ sub-folders (the held-out one is used).")] = None,
+    dataset: DatasetOpt = None,
+    root: Annotated[Path | None, typer.Option(
+        "--root", help="Folder that holds fetched data sets (with --dataset; default: "
+                       "$TB_DATASETS_ROOT or the cache).")] = None,
+    split: Annotated[str | None, typer.Option(
+        "--split", help="With --dataset: train or test (default test). With --data: the "
+                        "sub-folder to use (default val/ or test/ when DIR has train/).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
+                                            help="Images per forward pass.")] = 64,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = False,
+    workers: LoaderWorkersOpt = None,
+    max_samples: Annotated[int | None, typer.Option(
+        "--max", min=1, help="Evaluate only N samples, evenly spaced through the data "
+                             "(a quick check that still sees every class).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for the confusion matrix PNG and metrics JSON "
+                      "(default: RUN/eval).")] = None,
+    tensorboard: LogdirOpt = None,
+    no_tensorboard: Annotated[bool, typer.Option(
+        "--no-tensorboard", help="Do not write to TensorBoard.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score a trained model on labelled data: accuracy, per-class F1, confusion matrix.
+
+    Top-1/top-5 accuracy and per-class precision, recall and F1 as a table (or
+    --json); the confusion matrix as a PNG and in TensorBoard in the run folder.
+    Class folders are matched to the model's classes by name: a class the model
+    does not know is an error naming it. Preprocessing is the run's own, so the
+    accuracy equals what `tb finetune` recorded on the same validation data.
+
+    Examples:
+      tb evaluate --run runs/my-run --data data/fmnist
+      tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
+    """
+    from toolbox.cli.progress import make_progress
+    from toolbox.inference import evaluate as evaluate_service
+    from toolbox.inference.evaluate import result_dict
+
+    _model_source(run, checkpoint)
+    if (data is None) == (dataset is None):
+        raise typer.BadParameter("give --data DIR, or --dataset NAME --root DIR")
+    result = evaluate_service(
+        run=run, checkpoint=checkpoint, data=data, dataset=dataset, root=root, split=split,
+        batch_size=batch_size, device=device, amp=amp, workers=workers, out=out,
+        tensorboard=tensorboard, write_tensorboard=not no_tensorboard, max_samples=max_samples,
+        progress=make_progress(not json_out))
+    _warn_skipped(result.skipped)
+    if result.class_matches:
+        pairs = ", ".join(f"'{d}' -> '{m}'" for d, m in result.class_matches.items())
+        render.note(f"classes matched up to case and punctuation: {pairs}")
+    if json_out:
+        render.print_json(result_dict(result))
+        return
+    _show_evaluation(result)
+
+
+def _show_evaluation(result: EvalResult) -> None:
+    rows = [(c.name, _percent(c.precision), _percent(c.recall), _percent(c.f1), c.support)
+            for c in result.classes]
+    avg = result.averages
+    if avg:
+        rows.append(("macro avg", _percent(avg["macro_precision"]),
+                     _percent(avg["macro_recall"]), _percent(avg["macro_f1"]), result.samples))
+    render.show(render.table(f"Per class ({result.data})",
+                             ["class", "precision", "recall", "F1", "support"], rows,
+                             right=["precision", "recall", "F1", "support"]))
+    top5 = ("top-5 accuracy" if result.top5_k == 5
+            else f"top-{result.top5_k} accuracy ({result.top5_k} classes)")
+    render.show(render.key_values("Evaluation", [
+        ("model", result.model_file),
+        ("data", f"{result.data}: {result.samples} images"
+                 + (f", {len(result.skipped)} skipped" if result.skipped else "")),
+        ("top-1 accuracy", _percent(result.top1)),
+        (top5, _percent(result.top5)),
+        ("confusion matrix", result.confusion_png),
+        ("metrics", result.metrics_json),
+        ("tensorboard", result.tensorboard or "-"),
+        ("speed", f"{result.images_per_s:.1f} images/s on {result.device}"),
+    ]))
+    if result.tensorboard is not None:
+        render.note(f"view it: tensorboard --logdir {result.tensorboard}")
 
 
 def register(app: typer.Typer) -> None:
-    """Mount this module's commands on the root app."""
+    """Mount `predict` and `evaluate` on the root app."""
+    app.command("predict")(handle_errors(predict))
+    app.command("evaluate")(handle_errors(evaluate))

@@ -1,0 +1,192 @@
+"""Loading a trained model for inference, and the batched forward pass predict and evaluate share.
+
+Images go through `toolbox.preprocess.eval_tensor` with the model file's own `ModelMeta`, exactly
+as `tb finetune` validates, so the numbers here match the ones the run recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolbox import runs
+from toolbox.errors import ToolboxError
+from toolbox.images import ImageReadError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from toolbox.models import ModelMeta
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what describes it."""
+
+    model: nn.Module
+    meta: ModelMeta
+    class_names: list[str]
+    model_file: Path
+    run_dir: Path | None  # the run folder the file belongs to, when there is one
+    device: torch.device
+
+
+def run_dir_of(model_file: Path) -> Path | None:
+    """The run folder holding `model_file` (RUN/model.safetensors or RUN/checkpoints/*.pt)."""
+    for folder in (model_file.parent, model_file.parent.parent):
+        if folder.name == runs.CHECKPOINT_DIR:
+            continue
+        if any((folder / name).exists() for name in
+               (runs.ARGS_FILE, runs.METRICS_FILE, runs.MODEL_FILE, runs.CHECKPOINT_DIR)):
+            return folder
+    return None
+
+
+def load_for_inference(*, run: str | Path | None = None, checkpoint: str | Path | None = None,
+                       device: str = "auto") -> LoadedModel:
+    """Load the model of a run folder (best weights) or of one model file, in eval mode.
+
+    Raises:
+        ToolboxError: neither or both given, no model in the run, a file without tb metadata.
+    """
+    from toolbox.devices import resolve_device
+    from toolbox.models import load_model_file
+
+    if (run is None) == (checkpoint is None):
+        raise ToolboxError("give exactly one of a run folder or a checkpoint file",
+                           "use --run RUN_DIR or --checkpoint FILE")
+    if run is not None:
+        run = Path(run)
+        if not run.is_dir():
+            raise ToolboxError(f"no such run folder: {run}",
+                               "pass the folder `tb finetune` wrote (or --checkpoint FILE)")
+        model_file = runs.find_model_file(run)
+        run_dir: Path | None = run
+    else:
+        model_file = Path(checkpoint)
+        if not model_file.is_file():
+            raise ToolboxError(f"no such model file: {model_file}",
+                               "pass a .safetensors or .pt file written by `tb finetune`")
+        run_dir = run_dir_of(model_file.resolve())
+    torch_device = resolve_device(device)
+    model, meta = load_model_file(model_file)
+    model.eval().to(torch_device)
+    names = list(meta.class_names) or [str(i) for i in range(meta.num_classes)]
+    if len(names) != meta.num_classes:
+        raise ToolboxError(f"{model_file} names {len(names)} classes but its head has "
+                           f"{meta.num_classes} outputs", "the file's metadata is inconsistent")
+    return LoadedModel(model, meta, names, model_file, run_dir, torch_device)
+
+
+class FileReader:
+    """index -> image of `paths[index]`. A class, not a closure, so loader workers started by
+    spawn or forkserver (macOS, newer Pythons) can receive it."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __call__(self, index: int) -> np.ndarray:
+        from toolbox.images import read_image
+
+        return read_image(self.paths[index])
+
+
+class DatasetReader:
+    """index -> image of a fetched data set's sample (its label is looked up separately)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, index: int) -> np.ndarray:
+        return self.dataset[index][0]
+
+
+class PickedReader:
+    """index -> image `picks[index]` of another reader (a subset)."""
+
+    def __init__(self, reader: Callable[[int], np.ndarray], picks: Sequence[int]) -> None:
+        self.reader, self.picks = reader, list(picks)
+
+    def __call__(self, index: int) -> np.ndarray:
+        return self.reader(self.picks[index])
+
+
+class _Items:
+    """A torch-style dataset: index -> (index, preprocessed tensor or None, error or None)."""
+
+    def __init__(self, count: int, get_image: Callable[[int], np.ndarray], meta: ModelMeta):
+        self.count, self.get_image, self.meta = count, get_image, meta
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        from toolbox.preprocess import eval_tensor
+
+        try:
+            return index, eval_tensor(self.get_image(index), self.meta), None
+        except ImageReadError as exc:
+            return index, None, exc.reason
+
+
+def _collate(items: Sequence[tuple[int, Any, str | None]]
+             ) -> tuple[list[int], Any, list[tuple[int, str]]]:
+    import torch
+
+    good = [(i, t) for i, t, err in items if err is None]
+    bad = [(i, err) for i, _, err in items if err is not None]
+    batch = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], batch, bad
+
+
+@dataclass
+class Batch:
+    """One forward pass: item indices, their class probabilities, and items that failed."""
+
+    indices: list[int]
+    probs: torch.Tensor  # (len(indices), num_classes) float32 on the CPU
+    failed: list[tuple[int, str]]  # (item index, reason)
+
+
+def default_workers(count: int, batch_size: int, workers: int | None) -> int:
+    """Loader processes: none for a single batch (start-up would cost more than it saves)."""
+    import os
+
+    if workers is not None:
+        return max(0, workers)
+    if count <= batch_size:
+        return 0
+    return min(4, os.cpu_count() or 1)
+
+
+def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], np.ndarray], *,
+                    batch_size: int = 32, amp: bool = False, workers: int | None = None
+                    ) -> Iterator[Batch]:
+    """Read, preprocess and classify `count` items in batches; unreadable items are reported
+    in `Batch.failed` instead of stopping the run."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if batch_size < 1:
+        raise ToolboxError(f"batch size must be at least 1, got {batch_size}")
+    num_workers = default_workers(count, batch_size, workers)
+    loader = DataLoader(_Items(count, get_image, loaded.meta), batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers, collate_fn=_collate,
+                        pin_memory=loaded.device.type == "cuda")
+    device = loaded.device
+    # float16 where it is fast and supported (CUDA, MPS); bfloat16 on the CPU.
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    with torch.inference_mode():
+        for indices, batch, failed in loader:
+            if batch is None:
+                yield Batch([], torch.empty(0, len(loaded.class_names)), failed)
+                continue
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+                logits = loaded.model(batch)
+            probs = torch.softmax(logits.float(), dim=1).cpu()
+            yield Batch(indices, probs, failed)

@@ -1,0 +1,304 @@
+"""`tb evaluate`'s service: accuracy, per-class scores and a confusion matrix on labelled data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolbox import runs
+from toolbox.errors import ToolboxError
+from toolbox.fileio import atomic_write_text
+from toolbox.images import scan_image_folder, write_image
+from toolbox.inference._loading import DatasetReader, FileReader, PickedReader
+from toolbox.inference.metrics import ClassScore, ConfusionCounter, averages, class_scores
+from toolbox.inference.predict import Skipped, display_path
+from toolbox.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Sub-folders that make `--data DIR` a split layout (DIR/train, DIR/val or DIR/test) rather
+# than one ImageFolder; the held-out ones are tried in this order when no --split is given.
+SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
+HELD_OUT = ("val", "valid", "validation", "test")
+
+
+@dataclass
+class EvalResult:
+    """What `evaluate` measured and where it wrote its pictures."""
+
+    model_file: Path
+    run_dir: Path | None
+    data: str  # what was evaluated, as the user would name it
+    tag: str  # short name used for output files and TensorBoard tags
+    device: str
+    samples: int
+    top1: float
+    top5: float
+    top5_k: int  # k of the top-5 accuracy (fewer than 5 classes: all of them)
+    classes: list[ClassScore]
+    averages: dict[str, float]
+    confusion_matrix: list[list[int]]
+    confusion_png: Path
+    metrics_json: Path
+    tensorboard: Path | None
+    skipped: list[Skipped] = field(default_factory=list)
+    class_matches: dict[str, str] = field(default_factory=dict)  # data name -> model name
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Source:
+    """Labelled data: how many items, how to read item i, its label (as a model class index)."""
+
+    name: str
+    tag: str
+    count: int
+    get_image: Callable[[int], np.ndarray]
+    labels: list[int]
+    describe: Callable[[int], str]
+    renamed: dict[str, str] = field(default_factory=dict)  # data class -> model class
+
+
+def _name_key(name: str) -> str:
+    """Class names compared loosely: 'T-shirt/top' (torchvision) and 'T-shirt_top' (its
+    exported folder) are the same class."""
+    return re.sub(r"[^0-9a-z]+", "", name.lower())
+
+
+def match_classes(data_classes: list[str], model_classes: list[str], where: str
+                  ) -> tuple[list[int], dict[str, str]]:
+    """Map the data's class names onto the model's indices, refusing classes it never learnt.
+
+    Names match exactly; a name that does not may still match one model class whose name is
+    the same up to case and punctuation (and no other class shares that form). Returns the
+    model index of each data class and the {data name: model name} pairs matched loosely.
+    """
+    index = {name: i for i, name in enumerate(model_classes)}
+    loose: dict[str, list[int]] = {}
+    for i, name in enumerate(model_classes):
+        loose.setdefault(_name_key(name), []).append(i)
+    mapping, renamed, unknown = [], {}, []
+    for name in data_classes:
+        if name in index:
+            mapping.append(index[name])
+        elif len(loose.get(_name_key(name), [])) == 1:
+            mapping.append(loose[_name_key(name)][0])
+            renamed[name] = model_classes[mapping[-1]]
+        else:
+            unknown.append(name)
+    if unknown:
+        shown = ", ".join(f"'{c}'" for c in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        known = ", ".join(model_classes[:12]) + (" ..." if len(model_classes) > 12 else "")
+        noun = "class" if len(unknown) == 1 else "classes"
+        raise ToolboxError(f"{where} has {noun} {shown} that the model does not know",
+                           f"the model was trained on: {known}")
+    if len(set(mapping)) != len(mapping):
+        raise ToolboxError(f"{where} has several classes that match one model class",
+                           "rename the class folders to the model's class names")
+    return mapping, renamed
+
+
+def resolve_data_folder(data: Path, split: str | None, model_classes: list[str]
+                        ) -> tuple[Path, str | None]:
+    """The ImageFolder to evaluate: DIR itself, or DIR/<split> for a train/val/test layout."""
+    if not data.is_dir():
+        raise ToolboxError(f"no such data folder: {data}", "pass a folder of class sub-folders")
+    if split is not None:
+        folder = data / split
+        if not folder.is_dir():
+            subs = sorted(p.name for p in data.iterdir() if p.is_dir())
+            raise ToolboxError(f"{data} has no '{split}' sub-folder",
+                               f"its sub-folders: {', '.join(subs) or 'none'}")
+        return folder, split
+    subs = {p.name for p in data.iterdir() if p.is_dir()}
+    is_layout = "train" in subs and subs & set(HELD_OUT) and not subs & set(model_classes)
+    if is_layout:
+        held_out = next(name for name in HELD_OUT if name in subs)
+        return data / held_out, held_out
+    return data, None
+
+
+def _folder_source(data: Path, split: str | None, model_classes: list[str]) -> _Source:
+    folder, used = resolve_data_folder(data, split, model_classes)
+    tree = scan_image_folder(folder)
+    mapping, renamed = match_classes(tree.classes, model_classes, str(folder))
+    paths = [p for p, _ in tree.samples]
+    tag = f"{data.resolve().name}-{used}" if used else folder.resolve().name
+    return _Source(str(folder), tag, len(paths), FileReader(paths),
+                   [mapping[c] for _, c in tree.samples], lambda i: display_path(paths[i]),
+                   renamed)
+
+
+def _dataset_source(name: str, root: Path, split: str, model_classes: list[str]) -> _Source:
+    from toolbox.datasets import open_dataset
+
+    dataset = open_dataset(name, root, split)
+    mapping, renamed = match_classes(list(dataset.classes), model_classes, f"{name} ({split})")
+    labels = _dataset_labels(dataset)
+    return _Source(f"{name} ({split})", f"{name}-{split}", len(dataset),
+                   DatasetReader(dataset), [mapping[c] for c in labels],
+                   lambda i: f"{name}[{i}]", renamed)
+
+
+def _dataset_labels(dataset: object) -> list[int]:
+    """All labels without decoding every image: torchvision keeps them in `targets`/`labels`."""
+    for attr in ("targets", "labels"):
+        values = getattr(dataset, attr, None)
+        if values is not None and len(values) == len(dataset):
+            return [int(v) for v in values]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def _subset(source: _Source, count: int) -> _Source:
+    if count < 1:
+        raise ToolboxError(f"--max must be at least 1, got {count}")
+    picks = [round(i * (source.count - 1) / max(1, count - 1)) for i in range(count)]
+    if count == 1:
+        picks = [0]
+    return _Source(f"{source.name}, {count} of {source.count}", source.tag, count,
+                   PickedReader(source.get_image, picks), [source.labels[p] for p in picks],
+                   lambda i: source.describe(picks[i]), source.renamed)
+
+
+def _safe_tag(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
+
+
+def _epochs_recorded(run_dir: Path | None) -> int:
+    """Rows in the run's metrics.csv, so evaluation scalars line up with the training curves."""
+    if run_dir is None or not (run_dir / runs.METRICS_FILE).is_file():
+        return 0
+    lines = (run_dir / runs.METRICS_FILE).read_text().splitlines()
+    return max(0, len([line for line in lines if line.strip()]) - 1)
+
+
+def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = None,
+             data: str | Path | None = None, dataset: str | None = None,
+             root: str | Path | None = None, split: str | None = None, batch_size: int = 64,
+             device: str = "auto", amp: bool = False, workers: int | None = None,
+             out: str | Path | None = None, tensorboard: str | Path | None = None,
+             write_tensorboard: bool = True, max_samples: int | None = None,
+             progress: Progress | None = None) -> EvalResult:
+    """Evaluate a trained model on an ImageFolder (`data`) or a fetched data set (`dataset`).
+
+    Writes `<tag>_confusion.png` and `<tag>_metrics.json` to `out` (default: RUN/eval, or an
+    `eval` folder beside a bare model file), and the confusion matrix plus top-1/top-5 scalars
+    to TensorBoard in `tensorboard` (default: the run folder) unless `write_tensorboard` is off.
+    `max_samples` evaluates that many samples evenly spaced through the data (a quick look that
+    still covers every class of a class-sorted folder).
+
+    Raises:
+        ToolboxError: no model or no data, a class the model does not know, nothing readable.
+    """
+    from toolbox.inference._loading import load_for_inference, predict_batches
+
+    progress = progress or NullProgress()
+    if (data is None) == (dataset is None):
+        raise ToolboxError("give exactly one of a data folder or a data set",
+                           "use --data DIR, or --dataset NAME --root DIR")
+    loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
+    names = loaded.class_names
+    if data is not None:
+        source = _folder_source(Path(data), split, names)
+    else:
+        if root is None:
+            from toolbox.datasets import default_root
+
+            root = default_root()
+        source = _dataset_source(dataset, Path(root), split or "test", names)
+    if max_samples is not None and max_samples < source.count:
+        source = _subset(source, max_samples)
+    # Scores of other weights than the run's best (e.g. checkpoints/last.pt) get their own tag,
+    # so their files and TensorBoard tags do not overwrite the best weights' ones.
+    suffix = "" if loaded.model_file.name == runs.MODEL_FILE else f"-{loaded.model_file.stem}"
+    tag = _safe_tag(source.tag + suffix)
+    counter = ConfusionCounter(len(names), k=5)
+    skipped: list[Skipped] = []
+    labels = source.labels
+    start = time.perf_counter()
+    progress.start(f"evaluating {source.name}", total=source.count, unit="images")
+    try:
+        import torch
+
+        for batch in predict_batches(loaded, source.count, source.get_image,
+                                     batch_size=batch_size, amp=amp, workers=workers):
+            targets = torch.tensor([labels[i] for i in batch.indices], dtype=torch.int64)
+            counter.update(batch.probs, targets)
+            skipped += [Skipped(source.describe(i), reason) for i, reason in batch.failed]
+            progress.advance(len(batch.indices) + len(batch.failed))
+    finally:
+        progress.finish()
+    seconds = time.perf_counter() - start
+    if counter.total == 0:
+        raise ToolboxError(f"no image of {source.name} could be read "
+                           f"({len(skipped)} skipped)", "check that the files are images")
+
+    scores = class_scores(counter.matrix, names)
+    base = loaded.run_dir if loaded.run_dir is not None else loaded.model_file.parent
+    out_dir = Path(out) if out is not None else base / "eval"
+    png = out_dir / f"{tag}_confusion.png"
+    image = _confusion_picture(counter, names, f"{source.name}: top-1 {counter.top1:.2%}")
+    write_image(png, image)
+    logdir = Path(tensorboard) if tensorboard is not None else loaded.run_dir
+    if write_tensorboard and logdir is not None:
+        _log_to_tensorboard(logdir, tag, counter, image, _epochs_recorded(loaded.run_dir))
+    else:
+        logdir = None
+    result = EvalResult(
+        model_file=loaded.model_file, run_dir=loaded.run_dir, data=source.name, tag=tag,
+        device=str(loaded.device), samples=counter.total, top1=counter.top1, top5=counter.topk,
+        top5_k=counter.k, classes=scores, averages=averages(scores),
+        confusion_matrix=counter.matrix.tolist(), confusion_png=png,
+        metrics_json=out_dir / f"{tag}_metrics.json", tensorboard=logdir, skipped=skipped,
+        class_matches=source.renamed, seconds=seconds)
+    atomic_write_text(result.metrics_json, json.dumps(result_dict(result), indent=2) + "\n")
+    return result
+
+
+def _confusion_picture(counter: ConfusionCounter, names: list[str], title: str) -> np.ndarray:
+    from toolbox.inference.plots import confusion_image
+
+    return confusion_image(counter.matrix, names, title)
+
+
+def _log_to_tensorboard(logdir: Path, tag: str, counter: ConfusionCounter, image: np.ndarray,
+                        step: int) -> None:
+    from toolbox.tensorboard import add_image, summary_writer
+
+    with summary_writer(logdir) as writer:
+        add_image(writer, f"eval/{tag}/confusion_matrix", image, step=step)
+        writer.add_scalar(f"eval/{tag}/top1", counter.top1, global_step=step)
+        writer.add_scalar(f"eval/{tag}/top5", counter.topk, global_step=step)
+
+
+def result_dict(result: EvalResult) -> dict:
+    """The JSON form of a result (what `--json` prints and `<tag>_metrics.json` holds)."""
+    data = dataclasses.asdict(result)
+    data["images_per_s"] = result.images_per_s
+    data["class_names"] = [c.name for c in result.classes]
+    return _plain(data)
+
+
+def _plain(value: object) -> object:
+    """Paths as strings and NaN as null, so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

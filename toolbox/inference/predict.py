@@ -1,0 +1,163 @@
+"""`tb predict`'s service: classify image files with a trained model, skipping bad files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolbox.errors import ToolboxError
+from toolbox.fileio import atomic_write_text
+from toolbox.images import collect_images
+from toolbox.progress import NullProgress, Progress
+
+
+@dataclass(frozen=True)
+class Guess:
+    """One of the top-k classes for an image."""
+
+    label: str
+    index: int
+    prob: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, most probable first."""
+
+    file: str
+    top: list[Guess]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that could not be used, and why."""
+
+    file: str
+    reason: str
+
+
+class NothingPredicted(ToolboxError):
+    """Not one input could be predicted; `result` still lists every skipped input."""
+
+    def __init__(self, message: str, hint: str | None, result: PredictResult) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+@dataclass
+class PredictResult:
+    """What `predict_images` did."""
+
+    model_file: Path
+    device: str
+    topk: int
+    predictions: list[Prediction] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.predictions) / self.seconds if self.seconds > 0 else 0.0
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def gather_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Image files from files, folders and globs (deduplicated, in the order given); sources
+    that do not exist or match nothing are reported instead of stopping the others."""
+    files: dict[Path, None] = {}
+    missing: list[Skipped] = []
+    for src in sources:
+        try:
+            found = collect_images(src)
+        except ToolboxError:
+            missing.append(Skipped(str(src), "no such file or folder"))
+            continue
+        if not found:
+            missing.append(Skipped(str(src), "matched no image files"))
+        for item in found:
+            files.setdefault(item.path, None)
+    return list(files), missing
+
+
+def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = None,
+                   checkpoint: str | Path | None = None, topk: int = 5, batch_size: int = 32,
+                   device: str = "auto", amp: bool = False, workers: int | None = None,
+                   csv_path: str | Path | None = None, progress: Progress | None = None
+                   ) -> PredictResult:
+    """Classify the images in `sources` with the model of `run` (or the file `checkpoint`).
+
+    Preprocessing and class names come from the model file. Unreadable files are reported in
+    `skipped` and the others still predicted. With `csv_path`, one row per input is written
+    atomically (skipped files carry their reason in the `error` column).
+
+    Raises:
+        NothingPredicted: no inputs at all, or not a single image could be predicted.
+        ToolboxError: no usable model.
+    """
+    from toolbox.inference._loading import FileReader, load_for_inference, predict_batches
+
+    progress = progress or NullProgress()
+    if topk < 1:
+        raise ToolboxError(f"--topk must be at least 1, got {topk}")
+    loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
+    files, skipped = gather_inputs(sources)
+    k = min(topk, len(loaded.class_names))
+    result = PredictResult(loaded.model_file, str(loaded.device), k, skipped=skipped)
+    if not files:
+        raise NothingPredicted("no image files to predict",
+                               "pass image files, folders or quoted globs", result)
+    start = time.perf_counter()
+    progress.start("predicting", total=len(files), unit="images")
+    by_index: dict[int, Prediction | Skipped] = {}
+    try:
+        for batch in predict_batches(loaded, len(files), FileReader(files),
+                                     batch_size=batch_size, amp=amp, workers=workers):
+            values, indices = batch.probs.topk(k, dim=1)
+            for row, item in enumerate(batch.indices):
+                top = [Guess(loaded.class_names[int(c)], int(c), float(p))
+                       for p, c in zip(values[row], indices[row], strict=True)]
+                by_index[item] = Prediction(display_path(files[item]), top)
+            for item, reason in batch.failed:
+                by_index[item] = Skipped(display_path(files[item]), reason)
+            progress.advance(len(batch.indices) + len(batch.failed))
+    finally:
+        progress.finish()
+    result.seconds = time.perf_counter() - start
+    for item in sorted(by_index):
+        entry = by_index[item]
+        (result.predictions if isinstance(entry, Prediction) else result.skipped).append(entry)
+    if csv_path is not None:
+        atomic_write_text(csv_path, predictions_csv(result))
+    if not result.predictions:
+        raise NothingPredicted(f"no image could be predicted: all {len(result.skipped)} "
+                               "inputs were skipped", "check that the files are images", result)
+    return result
+
+
+def predictions_csv(result: PredictResult) -> str:
+    """The CSV text: file, label_1, prob_1, ..., label_k, prob_k, error."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["file"]
+    for rank in range(1, result.topk + 1):
+        header += [f"label_{rank}", f"prob_{rank}"]
+    writer.writerow([*header, "error"])
+    for pred in result.predictions:
+        row: list[object] = [pred.file]
+        for guess in pred.top:
+            row += [guess.label, f"{guess.prob:.6f}"]
+        writer.writerow([*row, ""])
+    for skip in result.skipped:
+        writer.writerow([skip.file, *([""] * (2 * result.topk)), skip.reason])
+    return out.getvalue()
