@@ -311,3 +311,11 @@ def test_readme_yaml_example_is_a_working_pipeline():
 
     out = build_pipeline(pipeline)(image=photo())
     assert out.shape == (48, 64, 3)
+
+
+def test_one_opencv_build():
+    """imaug declares both OpenCV wheels; `make` keeps only the headless one (one cv2/)."""
+    import importlib.metadata as m
+
+    names = {d.metadata["Name"].lower() for d in m.distributions()}
+    assert "opencv-python-headless" in names and "opencv-python" not in names
