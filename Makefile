@@ -47,7 +47,7 @@ test: $(DEV_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(DEV_STAMP)
-	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -19,17 +19,15 @@ grow by more than a few percent with 10x the images.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _process_tree import run_with_peak_rss
 
 PIPELINE = ("Affine(rotate=(-25, 25)); AdditiveGaussianNoise(scale=(10, 60)); "
             "Crop(percent=(0, 0.2))")
@@ -93,42 +91,13 @@ def run_tb(src: Path, out: Path, workers: int, measure_memory: bool = False
     Memory is polled only when asked: walking the process tree with psutil costs CPU that the
     workers need, so timing runs and memory runs are separate.
     """
-    import psutil
-
     cmd = [*tb_command(), "augment", str(src), str(out), "--aug", PIPELINE, "--seed", "0",
            "--workers", str(workers), "--quality", str(QUALITY), "--json"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    stop = threading.Event()
-
-    def poll() -> None:
-        nonlocal peak
-        root = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                total = 0
-                for p in tree:
-                    with contextlib.suppress(psutil.Error):
-                        total += p.memory_info().rss
-                peak = max(peak, total)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    if measure_memory:
-        poller.start()
-    stdout, stderr = proc.communicate()
-    stop.set()
-    if measure_memory:
-        poller.join()
+    done, peak = run_with_peak_rss(cmd, track=measure_memory)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"tb augment failed ({proc.returncode}):\n{stderr}")
-    report = json.loads(stdout)
-    return report, report["images_read"] / elapsed, peak / 2**20
+    report = json.loads(done.stdout)
+    return report, report["images_read"] / elapsed, peak
 
 
 def main() -> None:

@@ -25,14 +25,13 @@ import argparse
 import gzip
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _process_tree import run_with_peak_rss
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 IMG_SIZE, BATCH, WORKERS = 64, 64, 2
@@ -97,37 +96,6 @@ def textbook(data: Path, epochs: int, bf16: bool) -> dict:
     return {"images_per_s": rates, "val_acc1": correct / len(val)}
 
 
-def peak_rss(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
-    """Run `cmd`; the highest RSS sum of it and all its children, in MiB."""
-    import psutil
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    peak = 0.0
-    stop = threading.Event()
-
-    def poll() -> None:
-        nonlocal peak
-        parent = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                procs = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs) / 2**20)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    out, err = proc.communicate()
-    stop.set()
-    thread.join()
-    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return done, peak
-
-
 def steady(rates: list[float]) -> float:
     """Mean images/s of the epochs after the first (or the only one)."""
     later = rates[1:] or rates
@@ -155,7 +123,8 @@ def main() -> None:
         results = {}
         for precision in ("fp32", "bf16"):
             cmd = [sys.executable, __file__, "--textbook", str(data), "--epochs", str(epochs)]
-            done, rss = peak_rss(cmd + (["--bf16"] if precision == "bf16" else []), env)
+            bf16 = ["--bf16"] if precision == "bf16" else []
+            done, rss = run_with_peak_rss(cmd + bf16, env=env)
             results[f"textbook {precision}"] = (steady(json.loads(done.stdout)["images_per_s"]),
                                                 rss)
             variants = [("", [])] if precision == "fp32" else [
@@ -168,7 +137,7 @@ def main() -> None:
                        "--weight-decay", "0", "--sched", "none", "--epochs", str(epochs),
                        "--out", str(Path(tmp) / f"run-{precision}{label.strip()}"), "--json",
                        *extra]
-                done, rss = peak_rss(cmd, env)
+                done, rss = run_with_peak_rss(cmd, env=env)
                 rows = json.loads(done.stdout)["epochs"]
                 results[f"tb finetune {precision}{label}"] = (
                     steady([r["images_per_s"] for r in rows]), rss)
