@@ -360,3 +360,16 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(src, tmp_path, monk
     assert resumed.seed == 4 and resumed.images_written == 3 and resumed.already_done == 3
     augment_folder(src, tmp_path / "clean", spec=SPEC, seed=4, workers=1)
     assert output_files(out) == output_files(tmp_path / "clean")
+
+
+def test_skip_existing_with_a_broken_record_asks_for_the_seed(tmp_path):
+    from toolbox.images import write_image
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_image(src / "a.png", np.zeros((8, 8, 3), np.uint8))
+    out.mkdir()
+    (out / "pipeline.yaml").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ToolboxError, match="cannot resume"):
+        augment_folder(src, out, spec="Fliplr(0.5)", skip_existing=True, workers=1)
+    report = augment_folder(src, out, spec="Fliplr(0.5)", skip_existing=True, seed=3, workers=1)
+    assert report.images_written == 1

@@ -132,3 +132,13 @@ def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
         write_image(tmp_path / "keep.png", _gradient())
     assert (tmp_path / "keep.png").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+def test_glob_match_that_links_outside_its_root(tmp_path):
+    outside = tmp_path / "elsewhere" / "real.png"
+    write_image(outside, _gradient())
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "link.png").symlink_to(outside)
+    files = collect_images(f"{tmp_path}/imgs/*.png")
+    assert [str(f.relative) for f in files] == ["link.png"]
+    assert files[0].path == outside.resolve()

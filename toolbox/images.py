@@ -44,32 +44,45 @@ def _is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+def is_glob(src: str | Path) -> bool:
+    """Whether `src` is a glob pattern rather than a path."""
+    return any(ch in str(src) for ch in "*?[")
+
+
+def source_root(src: str | Path) -> Path:
+    """The folder that relative paths of `src`'s images start from: the folder itself, a file's
+    parent, or a glob's fixed part before its first wildcard (`imgs/**/*.png` -> `imgs`)."""
+    path = Path(src)
+    if is_glob(src):
+        fixed = []
+        for part in path.parts:
+            if is_glob(part):
+                break
+            fixed.append(part)
+        return Path(*fixed) if fixed else Path(".")
+    return path.parent if path.is_file() else path
+
+
 def collect_images(src: str | Path) -> list[ImageFile]:
     """Image files under `src` (a folder, searched recursively; a file; or a glob), sorted.
 
-    Relative paths are taken from the folder (or, for a glob, from the folder part before the
-    first wildcard) so outputs can mirror the input's sub-folders. Hidden files and folders are
-    skipped: they are where atomic writes keep their temporary files.
+    Relative paths start at `source_root(src)`, so outputs can mirror the input's sub-folders.
+    Hidden files and folders are skipped: they are where atomic writes keep their temporary
+    files.
     """
-    text = str(src)
-    path = Path(text)
-    if any(ch in text for ch in "*?["):
-        fixed = []
-        for part in path.parts:
-            if any(ch in part for ch in "*?["):
-                break
-            fixed.append(part)
-        root = Path(*fixed) if fixed else Path(".")
-        matches = [Path(p) for p in glob.glob(text, recursive=True)]
-        files = [ImageFile(p.resolve(), p.resolve().relative_to(root.resolve())) for p in matches
-                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    path = Path(src)
+    root = source_root(src)
+    if is_glob(src):
+        # Relative to the unresolved root: a match may be a link that resolves elsewhere.
+        candidates = [Path(p) for p in glob.glob(str(src), recursive=True)]
     elif path.is_dir():
-        files = [ImageFile(p.resolve(), p.relative_to(path)) for p in path.rglob("*")
-                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        candidates = list(path.rglob("*"))
     elif path.is_file():
-        files = [ImageFile(path.resolve(), Path(path.name))]
+        candidates = [path]
     else:
         raise ToolboxError(f"no such file or folder: {src}", "check the path, or quote a glob")
+    files = [ImageFile(p.resolve(), p.relative_to(root)) for p in candidates
+             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted((f for f in files if not _is_hidden(f.relative)), key=lambda f: f.relative)
 
 

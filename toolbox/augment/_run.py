@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 from toolbox.augment._spec import AugmentSpecError, Pipeline, pipeline_to_yaml
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_path, atomic_write_text
-from toolbox.images import ImageReadError, collect_images, read_image, read_mask, write_image
+from toolbox.images import (
+    ImageReadError,
+    collect_images,
+    is_glob,
+    read_image,
+    read_mask,
+    source_root,
+    write_image,
+)
 from toolbox.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -234,18 +242,7 @@ def _process(task: _Task, job: _Job) -> _Result:
 # ------------------------------------------------------------------------------ planning
 def _source_root(src: str | Path) -> tuple[Path, bool]:
     """The folder outputs are relative to, and whether SRC is a single file."""
-    text = str(src)
-    if any(ch in text for ch in "*?["):
-        fixed = []
-        for part in Path(text).parts:
-            if any(ch in part for ch in "*?["):
-                break
-            fixed.append(part)
-        return (Path(*fixed) if fixed else Path(".")).resolve(), False
-    path = Path(text)
-    if path.is_file():
-        return path.resolve().parent, True
-    return path.resolve(), False
+    return source_root(src).resolve(), not is_glob(src) and Path(src).is_file()
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -330,8 +327,13 @@ def _plan(files: list, out: Path, masks_root: Path | None, copies: int,
     return tasks
 
 
-def _recorded(out: Path) -> Pipeline | None:
-    """The pipeline (and seed) in OUT/pipeline.yaml from an earlier, maybe interrupted, run."""
+def _recorded(out: Path, need_seed: bool) -> Pipeline | None:
+    """The pipeline (and seed) in OUT/pipeline.yaml from an earlier, maybe interrupted, run.
+
+    Raises:
+        AugmentSpecError: the file is unreadable and its seed is needed; resuming with a new
+            random seed would mix two runs' outputs, so the user must choose.
+    """
     from toolbox.augment._registry import resolve_pipeline
     from toolbox.augment._spec import load_pipeline_file
 
@@ -340,8 +342,12 @@ def _recorded(out: Path) -> Pipeline | None:
         return None
     try:
         return resolve_pipeline(load_pipeline_file(path))
-    except AugmentSpecError:
-        return None
+    except AugmentSpecError as exc:
+        if not need_seed:
+            return None
+        raise AugmentSpecError(
+            f"--skip-existing cannot resume: {path} is unreadable ({exc.message})",
+            "pass the earlier run's --seed, or write to a fresh OUT") from None
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -559,7 +565,8 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
     if preview is not None and Path(preview).resolve() in {f.path for f in files}:
         raise ToolboxError(f"--preview {preview} would overwrite an input image")
 
-    recorded = _recorded(out_path) if skip_existing else None
+    recorded = (_recorded(out_path, need_seed=seed is None and pipeline.seed is None)
+                if skip_existing else None)
     if recorded is not None and recorded.steps != pipeline.steps:
         progress.note(f"warning: {out_path / PIPELINE_FILE} holds a different pipeline; the "
                       "outputs kept by --skip-existing were made with it")

@@ -298,7 +298,11 @@ def load_pipeline_file(path: str | Path) -> Pipeline:
     if not path.is_file():
         raise AugmentSpecError(f"pipeline file not found: {path}",
                                "pass a .yaml/.yml/.json file, a preset or an inline spec")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AugmentSpecError(f"cannot read pipeline file {path}: {exc}",
+                               "pass a UTF-8 .yaml/.yml/.json file") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
