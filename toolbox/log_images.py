@@ -11,7 +11,6 @@ the first image's. In "each" mode images keep their own size unless `size` is gi
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,13 @@ import numpy as np
 from toolbox.errors import ToolboxError
 from toolbox.images import ImageReadError, collect_images, read_image
 from toolbox.progress import NullProgress, Progress
-from toolbox.tensorboard import add_image, fit_to_size, image_grid, summary_writer
+from toolbox.tensorboard import (
+    add_image,
+    fit_to_size,
+    image_grid,
+    summary_writer,
+    tensorboard_command,
+)
 
 MODES = ("grid", "batch", "each")
 DATASET_DEFAULT_MAX = 64
@@ -64,11 +69,6 @@ class _Item:
     image: np.ndarray
     name: str  # relative path, or index_label for a data set
     label: str | None = None
-
-
-def tensorboard_command(logdir: Path) -> str:
-    """The exact command that shows `logdir`."""
-    return f"tensorboard --logdir {shlex.quote(str(logdir))}"
 
 
 def _collect(sources: list[str | Path]) -> list[tuple[Path, str]]:

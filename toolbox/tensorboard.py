@@ -5,6 +5,7 @@ Images cross this module as (H, W, 3) uint8 arrays, the shape `toolbox.images` r
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,11 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch.utils.tensorboard import SummaryWriter
+
+
+def tensorboard_command(logdir: str | Path) -> str:
+    """The exact shell command that shows `logdir` (quoted, so paths with spaces work)."""
+    return f"tensorboard --logdir {shlex.quote(str(logdir))}"
 
 
 @contextmanager

@@ -189,7 +189,9 @@ def _show_evaluation(result: EvalResult) -> None:
         ("speed", f"{result.images_per_s:.1f} images/s on {result.device}"),
     ]))
     if result.tensorboard is not None:
-        render.note(f"view it: tensorboard --logdir {result.tensorboard}")
+        from toolbox.tensorboard import tensorboard_command
+
+        render.note(f"view it: {tensorboard_command(result.tensorboard)}")
 
 
 def register(app: typer.Typer) -> None:

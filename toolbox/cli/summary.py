@@ -83,8 +83,10 @@ def _render(result: ModelSummary) -> None:
         ("Estimated total size (MB)", mb(result.estimated_total_size_mb)),
     ]))
     if result.tensorboard and not result.graph_error:
-        render.note(f"graph written to {result.tensorboard} (tensorboard --logdir "
-                    f"{result.tensorboard})")
+        from toolbox.tensorboard import tensorboard_command
+
+        render.note(f"graph written to {result.tensorboard} "
+                    f"({tensorboard_command(result.tensorboard)})")
 
 
 @handle_errors
