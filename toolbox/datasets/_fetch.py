@@ -72,7 +72,7 @@ class FetchResult:
 
     name: str
     root: Path
-    state: str  # fetched, imported, already present
+    state: str  # fetched, imported, adopted (torchvision's own download), already present
     files: list[FileReport]
     splits: dict[str, int]  # samples torchvision loaded per split (download=False)
     classes: int
@@ -422,21 +422,22 @@ def fetch_dataset(*, name: str, root: Path, mirrors: Sequence[str] = (),
     if status.corrupt:
         progress.note(f"replacing files that fail their checksum: {', '.join(status.corrupt)}")
     offline = bool(from_archives or from_dir)
+    state = "already present"
     if todo:
         root.mkdir(parents=True, exist_ok=True)
         with _fetch_lock(info, root):
             adopted = _adopt_torchvision_downloads(info, root, todo, progress)
             reports += adopted
-            todo = [rf for rf in todo if rf.filename not in {r.filename for r in adopted}]
-            if todo and offline:
-                reports += _import(info, root, todo, from_archives, from_dir, progress)
-            elif todo:
-                reports += _fetch_missing(info, root, todo, mirrors, settings, progress)
+            missing = [rf for rf in todo if rf.filename not in {r.filename for r in adopted}]
+            state = "adopted" if not missing else ("imported" if offline else "fetched")
+            if missing and offline:
+                reports += _import(info, root, missing, from_archives, from_dir, progress)
+            elif missing:
+                reports += _fetch_missing(info, root, missing, mirrors, settings, progress)
             shutil.rmtree(root / MANIFEST_DIR / "staging", ignore_errors=True)
-    elif status.present:
+    else:
         # Record what was verified, so later opens need not hash everything again.
         write_manifest(info, root, status.digests, source="verified in place")
-    state = "already present" if not todo else ("imported" if offline else "fetched")
     try:
         opened = [open_dataset(name, root, split) for split in SPLITS]
         splits = {ds.split: len(ds) for ds in opened}
