@@ -218,6 +218,30 @@ def test_image_folder_with_train_and_val_and_odd_images(tmp_path):
     assert (len(splits.train), len(splits.val)) == (15, 4)  # broken.png is found, then skipped
 
 
+def test_image_folder_with_train_and_test_trains_on_train_and_validates_on_test(tmp_path):
+    root = tmp_path / "export"  # what `tb datasets fetch --export-folder` writes
+    digits_folder(root / "train", per_class=6, classes=2)
+    digits_folder(root / "test", per_class=3, classes=2)
+    splits = data_mod.load_splits(data=root, dataset=None, root=None, val_split=0.2, seed=0)
+    assert splits.classes == ["digit0", "digit1"]
+    assert (len(splits.train), len(splits.val)) == (12, 6)
+    assert all(p.parent.parent == root / "test" for p in splits.val.paths)
+    result = finetune(_config(tmp_path, data=str(root), epochs=1))
+    assert result.class_names == ["digit0", "digit1"]
+
+
+def test_streaming_without_cache_skips_an_unreadable_image(invoke, tmp_path):
+    root = digits_folder(tmp_path / "digits", per_class=6, classes=2)
+    (root / "digit1" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "run"
+    result = invoke("finetune", "--data", root, *TINY, "--no-pretrained", "--no-cache",
+                    "--workers", "2", "--epochs", "2", "--batch-size", "4", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1 unreadable image(s)" in result.stderr and "broken.png" in result.stderr
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
 def test_dataset_option_uses_the_official_splits(tmp_path, monkeypatch):
     import toolbox.datasets as datasets_mod
 

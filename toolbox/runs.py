@@ -41,3 +41,28 @@ def find_model_file(run_or_file: str | Path) -> Path:
             return candidate
     raise ToolboxError(f"{path} holds no run: no {MODEL_FILE} or {CHECKPOINT_DIR}/*.pt",
                        "pass the folder that `tb finetune --out` wrote")
+
+
+# Held-out sub-folder names, tried in this order (`tb datasets fetch --export-folder` writes test/).
+HELD_OUT_FOLDERS = ("val", "valid", "validation", "test")
+
+
+def split_folders(root: str | Path) -> tuple[Path, Path | None]:
+    """The training and held-out folders of a data folder: (train_dir, held_out_dir).
+
+    `root/train` beside one of `root/val`, `valid`, `validation` or `test` (tried in that order)
+    is a split layout: `(root/train, root/<held-out>)`. A `root/train` that is root's only
+    sub-folder gives `(root/train, None)`: the classes are under train/ and the caller splits
+    off its own validation set (`tb finetune --val-split`). Anything else, a class folder named
+    `train` among others included, is one plain class tree: `(root, None)`.
+    """
+    root = Path(root)
+    train = root / "train"
+    if not train.is_dir():
+        return root, None
+    held_out = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)
+    if held_out is not None:
+        return train, held_out
+    if all(p == train for p in root.iterdir() if p.is_dir()):
+        return train, None
+    return root, None

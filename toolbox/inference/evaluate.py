@@ -24,11 +24,6 @@ from toolbox.progress import NullProgress, Progress
 if TYPE_CHECKING:
     import numpy as np
 
-# Sub-folders that make `--data DIR` a split layout (DIR/train, DIR/val or DIR/test) rather
-# than one ImageFolder; the held-out ones are tried in this order when no --split is given.
-SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
-HELD_OUT = ("val", "valid", "validation", "test")
-
 
 @dataclass
 class EvalResult:
@@ -122,11 +117,11 @@ def resolve_data_folder(data: Path, split: str | None, model_classes: list[str]
             raise ToolboxError(f"{data} has no '{split}' sub-folder",
                                f"its sub-folders: {', '.join(subs) or 'none'}")
         return folder, split
+    _, held_out = runs.split_folders(data)
+    # Sub-folders named like the model's classes make DIR its class tree, whatever their names.
     subs = {p.name for p in data.iterdir() if p.is_dir()}
-    is_layout = "train" in subs and subs & set(HELD_OUT) and not subs & set(model_classes)
-    if is_layout:
-        held_out = next(name for name in HELD_OUT if name in subs)
-        return data / held_out, held_out
+    if held_out is not None and not subs & set(model_classes):
+        return held_out, held_out.name
     return data, None
 
 
@@ -146,19 +141,10 @@ def _dataset_source(name: str, root: Path, split: str, model_classes: list[str])
 
     dataset = open_dataset(name, root, split)
     mapping, renamed = match_classes(list(dataset.classes), model_classes, f"{name} ({split})")
-    labels = _dataset_labels(dataset)
+    labels = [int(v) for v in dataset.targets]
     return _Source(f"{name} ({split})", f"{name}-{split}", len(dataset),
                    DatasetReader(dataset), [mapping[c] for c in labels],
                    lambda i: f"{name}[{i}]", renamed)
-
-
-def _dataset_labels(dataset: object) -> list[int]:
-    """All labels without decoding every image: torchvision keeps them in `targets`/`labels`."""
-    for attr in ("targets", "labels"):
-        values = getattr(dataset, attr, None)
-        if values is not None and len(values) == len(dataset):
-            return [int(v) for v in values]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
 def _subset(source: _Source, count: int) -> _Source:

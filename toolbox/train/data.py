@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from toolbox import runs
 from toolbox.errors import ToolboxError
 from toolbox.images import ImageReadError
 from toolbox.models import ModelMeta
@@ -82,10 +83,7 @@ class FetchedSource:
 
     def __post_init__(self) -> None:
         self.classes = list(self.dataset.classes)
-        targets = getattr(self.dataset, "targets", None)
-        if targets is None:
-            targets = [self.dataset[i][1] for i in range(len(self.dataset))]
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = np.asarray(self.dataset.targets, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -176,27 +174,27 @@ def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Pat
         if not data.is_dir():
             raise ToolboxError(f"no such data folder: {data}",
                                "pass an ImageFolder tree: DIR/<class>/<image>")
-        if (data / "train").is_dir() and (data / "val").is_dir():
-            train, val = _folder_source(data / "train"), _folder_source(data / "val")
+        train_dir, held_out_dir = runs.split_folders(data)
+        if held_out_dir is not None:
+            train, val = _folder_source(train_dir), _folder_source(held_out_dir)
             if train.classes != val.classes:
                 only = sorted(set(train.classes) ^ set(val.classes))
-                raise ToolboxError(f"{data}/train and {data}/val have different class folders "
-                                   f"({', '.join(only[:5])})",
+                raise ToolboxError(f"{train_dir} and {held_out_dir} have different class "
+                                   f"folders ({', '.join(only[:5])})",
                                    "give both the same class sub-folders")
-            splits = DataSplits(train, val, train.classes, f"{data} (train/ and val/)")
+            splits = DataSplits(train, val, train.classes,
+                                f"{data} (train/ and {held_out_dir.name}/)")
         else:
-            full = _folder_source(data)
-            _check_classes(full.classes, str(data))
+            full = _folder_source(train_dir)
+            _check_classes(full.classes, str(train_dir))
             train_idx, val_idx = stratified_split(full.targets, val_split, seed)
             splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
-                                full.classes, f"{data} (stratified {val_split:g} validation "
-                                              f"split, seed {seed})")
+                                full.classes, f"{train_dir} (stratified {val_split:g} "
+                                              f"validation split, seed {seed})")
     elif dataset is not None:
         import toolbox.datasets as datasets_mod
 
         if root is None:
-            if not hasattr(datasets_mod, "default_root"):
-                raise ToolboxError("--dataset needs --root, the folder `tb datasets fetch` used")
             root = datasets_mod.default_root()
         open_dataset = datasets_mod.open_dataset
         train = FetchedSource(open_dataset(dataset, Path(root), "train"))
@@ -236,12 +234,28 @@ class PreparedImages:
         self.meta = meta
         self.targets = torch.as_tensor(np.asarray(source.targets), dtype=torch.long)
         self.tensor: torch.Tensor | None = None
-        self.skipped: list[tuple[Path, str]] = []  # unreadable files left out (cache only)
+        self.skipped: list[tuple[Path, str]] = []  # unreadable files left out
+        self.label = label
+        self.progress = progress or NullProgress()
         if cache:
-            self.tensor = self._decode_all(max(1, workers), progress or NullProgress(), label)
+            self.tensor = self._decode_all(max(1, workers), self.progress, label)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get a copy; a terminal progress display need not travel with it.
+        return {**self.__dict__, "progress": NullProgress()}
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def note_skipped(self, skipped: Sequence[tuple[Path, str]]) -> None:
+        """Record files the streaming path could not read; note the new ones once."""
+        seen = {path for path, _ in self.skipped}
+        new = [(path, reason) for path, reason in dict(skipped).items() if path not in seen]
+        if new:
+            self.skipped.extend(new)
+            path, reason = new[0]
+            self.progress.note(f"skipped {len(new)} unreadable image(s) of the {self.label}, "
+                               f"e.g. {path}: {reason}")
 
     def get(self, index: int) -> torch.Tensor:
         if self.tensor is not None:
@@ -312,6 +326,11 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
+# A sample from a DataLoader worker: (image, label, None), or (None, label, (path, reason))
+# for a file that could not be read.
+_Item = tuple["torch.Tensor | None", torch.Tensor, "tuple[Path, str] | None"]
+
+
 class _EpochSampler(torch.utils.data.Sampler):
     """Yields (epoch, index) pairs, so persistent workers learn the epoch for seeding."""
 
@@ -341,9 +360,12 @@ class AugmentedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> _Item:
         epoch, index = item
-        image = self.images.get(index)
+        try:
+            image = self.images.get(index)
+        except ImageReadError as exc:  # torch cannot re-raise it from a worker; skip instead
+            return None, self.images.targets[index], (exc.path, exc.reason)
         if self._augmenter is None:
             from toolbox.augment import build_augmenter
 
@@ -351,7 +373,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
         self._augmenter.seed_(sample_seed(self.seed, epoch, index))
         array = self._augmenter.augment_image(image.permute(1, 2, 0).numpy())
         tensor = resize_crop_uint8(np.ascontiguousarray(array), self.images.meta)
-        return tensor, self.images.targets[index]
+        return tensor, self.images.targets[index], None
 
 
 class _StreamDataset(torch.utils.data.Dataset):
@@ -363,9 +385,38 @@ class _StreamDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> _Item:
         _, index = item
-        return self.images.get(index), self.images.targets[index]
+        try:
+            return self.images.get(index), self.images.targets[index], None
+        except ImageReadError as exc:  # torch cannot re-raise it from a worker; skip instead
+            return None, self.images.targets[index], (exc.path, exc.reason)
+
+
+def _collate(items: Sequence[_Item]
+             ) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[Path, str]]]:
+    """A batch of the readable samples, and the (path, reason) of those that were not."""
+    good = [(image, target) for image, target, error in items if error is None]
+    images = torch.stack([image for image, _ in good]) if good else None
+    targets = torch.stack([target for _, target in good]) if good else torch.empty(0)
+    return images, targets, [error for _, _, error in items if error is not None]
+
+
+def _readable_batches(loader: Any, images: PreparedImages
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches without unreadable samples, which are counted and noted."""
+    yielded, skipped = False, []
+    for batch, targets, bad in loader:
+        skipped.extend(bad)
+        if batch is not None:
+            yielded = True
+            yield batch, targets
+    if skipped:
+        images.note_skipped(skipped)
+        if not yielded:
+            path, reason = skipped[0]
+            raise ToolboxError(f"none of the {images.label} could be read ({path}: {reason})",
+                               "check the data folder")
 
 
 class BatchLoader:
@@ -394,7 +445,7 @@ class BatchLoader:
             self.loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
                 persistent_workers=workers > 0, pin_memory=pin_memory, drop_last=drop_last,
-                prefetch_factor=4 if workers > 0 else None)
+                prefetch_factor=4 if workers > 0 else None, collate_fn=_collate)
 
     def _order(self, epoch: int) -> list[int]:
         return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
@@ -408,7 +459,7 @@ class BatchLoader:
         order = self._order(epoch)
         if self.loader is not None:
             self.sampler.set(epoch, order)
-            yield from self.loader
+            yield from _readable_batches(self.loader, self.images)
             return
         tensor, targets = self.images.tensor, self.images.targets
         index = torch.as_tensor(order, dtype=torch.long)
@@ -437,14 +488,14 @@ class ShardLoader:
             sampler.set(0, indices)
             self.loader = torch.utils.data.DataLoader(
                 _StreamDataset(images), batch_size=batch_size, sampler=sampler,
-                num_workers=workers, persistent_workers=workers > 0)
+                num_workers=workers, persistent_workers=workers > 0, collate_fn=_collate)
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.loader is not None:
-            yield from self.loader
+            yield from _readable_batches(self.loader, self.images)
             return
         index = torch.as_tensor(self.indices, dtype=torch.long)
         for start in range(0, len(index), self.batch_size):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,8 +179,3 @@ def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     for group in optimizer.param_groups:
         lrs.setdefault(group.get("name", "group").removesuffix("_no_decay"), float(group["lr"]))
     return lrs
-
-
-def trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
-    """Parameters that currently learn."""
-    return [p for p in params if p.requires_grad]

@@ -23,6 +23,7 @@ from toolbox.fileio import atomic_write_text
 from toolbox.losses import build_loss
 from toolbox.models import ModelMeta, save_safetensors
 from toolbox.progress import NullProgress, Progress
+from toolbox.tensorboard import tensorboard_command
 from toolbox.train import data as data_mod
 from toolbox.train.checkpoint import load_checkpoint, resume_file, save_checkpoint
 from toolbox.train.config import FinetuneConfig
@@ -227,7 +228,8 @@ class _Trainer:
         if cfg.augment:
             from toolbox.augment import build_augmenter
 
-            self.grid_augmenter = build_augmenter(cfg.augment, seed=cfg.seed)  # validates
+            # Built once here only to fail fast on a bad spec; the workers build their own.
+            build_augmenter(cfg.augment, seed=cfg.seed)
         self.train_images = data_mod.PreparedImages(
             splits.train, self.meta, cache=cache, workers=workers, progress=self.progress,
             label="training images")
@@ -481,5 +483,5 @@ class _Trainer:
             epochs=list(self.history), best_epoch=self.best_epoch,
             best_val_acc1=self.best_acc1, final_val_acc1=self.history[-1].val_acc1,
             per_class_acc=per_class, class_names=list(self.classes),
-            tensorboard_command=f"tensorboard --logdir {self.run_dir}",
+            tensorboard_command=tensorboard_command(self.run_dir),
             resumed_from=self.resumed_from)
