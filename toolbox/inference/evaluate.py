@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from toolbox.images import scan_image_folder, write_image
 from toolbox.inference._loading import DatasetReader, FileReader, PickedReader
 from toolbox.inference.metrics import ClassScore, ConfusionCounter, averages, class_scores
 from toolbox.inference.predict import Skipped, display_path
+from toolbox.jsonable import to_jsonable
 from toolbox.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -274,17 +274,4 @@ def result_dict(result: EvalResult) -> dict:
     data = dataclasses.asdict(result)
     data["images_per_s"] = result.images_per_s
     data["class_names"] = [c.name for c in result.classes]
-    return _plain(data)
-
-
-def _plain(value: object) -> object:
-    """Paths as strings and NaN as null, so the file is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return to_jsonable(data)
