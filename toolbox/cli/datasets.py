@@ -9,17 +9,12 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import JsonOpt
+from toolbox.cli.options import JsonOpt, RootOpt
 
 app = typer.Typer(
     help="List and fetch data sets (verified downloads, resume, mirrors, offline import).",
     no_args_is_help=True,
 )
-
-DatasetsRootOpt = Annotated[Path | None, typer.Option(
-    "--root", help="Folder that holds fetched data sets [default: $TB_DATASETS_ROOT, else "
-    "the tb cache dir]/datasets.", show_default=False)]
-
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n else "-"
@@ -28,7 +23,7 @@ def _mb(n: int) -> str:
 @app.command("list")
 @handle_errors
 def list_command(
-    root: DatasetsRootOpt = None,
+    root: RootOpt = None,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Re-hash every file instead of trusting files unchanged since the "
         "fetch verified them.")] = False,
@@ -59,7 +54,7 @@ def list_command(
 @handle_errors
 def fetch_command(
     name: Annotated[str, typer.Argument(help="Data set name (see `tb datasets list`).")],
-    root: DatasetsRootOpt = None,
+    root: RootOpt = None,
     mirror: Annotated[list[str] | None, typer.Option(
         "--mirror", help="Base URL of a server with the same files, tried first (repeatable).",
         show_default=False)] = None,

@@ -10,7 +10,7 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import JsonOpt
+from toolbox.cli.options import JsonOpt, RootOpt
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -35,9 +35,7 @@ def log_images_command(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Log samples of a fetched data set instead (see `tb datasets`).",
         show_default=False)] = None,
-    root: Annotated[Path | None, typer.Option(
-        "--root", help="Folder holding fetched data sets (with --dataset).",
-        show_default=False)] = None,
+    root: RootOpt = None,
     split: Annotated[str, typer.Option("--split", help="Data set split: train or test.")
                      ] = "train",
     mode: Annotated[str, typer.Option(

@@ -21,6 +21,6 @@ WorkersOpt = Annotated[
 DatasetOpt = Annotated[
     str | None, typer.Option("--dataset", help="A data set fetched by `tb datasets fetch`.")
 ]
-RootOpt = Annotated[
-    Path, typer.Option("--root", help="Folder that holds fetched data sets.")
-]
+RootOpt = Annotated[Path | None, typer.Option(
+    "--root", help="Folder that holds fetched data sets (default: $TB_DATASETS_ROOT, else "
+    "datasets/ in the tb cache dir).", show_default=False)]

@@ -9,7 +9,7 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import DatasetOpt, DeviceOpt, JsonOpt, LogdirOpt
+from toolbox.cli.options import DatasetOpt, DeviceOpt, JsonOpt, LogdirOpt, RootOpt
 
 if TYPE_CHECKING:
     from toolbox.inference import EvalResult, PredictResult, Skipped
@@ -109,9 +109,7 @@ def evaluate(
         "--data", help="An ImageFolder (DIR/<class>/<image>), or a DIR with train/ and val/ "
                        "or test/ sub-folders (the held-out one is used).")] = None,
     dataset: DatasetOpt = None,
-    root: Annotated[Path | None, typer.Option(
-        "--root", help="Folder that holds fetched data sets (with --dataset; default: "
-                       "$TB_DATASETS_ROOT or the cache).")] = None,
+    root: RootOpt = None,
     split: Annotated[str | None, typer.Option(
         "--split", help="With --dataset: train or test (default test). With --data: the "
                         "sub-folder to use (default val/ or test/ when DIR has train/).")] = None,
