@@ -31,6 +31,12 @@ def test_user_error_is_one_line_and_exit_1(monkeypatch):
     assert "Traceback" not in result.output
 
 
+def test_brackets_in_messages_are_printed_as_written(monkeypatch):
+    monkeypatch.setitem(cli_errors._state, "debug", False)
+    result = CliRunner().invoke(_app(ToolboxError("no file data[1].png", "see [docs]")), [])
+    assert result.stderr.strip().splitlines() == ["error: no file data[1].png", "hint: see [docs]"]
+
+
 def test_unexpected_error_is_one_line_with_debug_hint(monkeypatch):
     monkeypatch.setitem(cli_errors._state, "debug", False)
     result = CliRunner().invoke(_app(ValueError("oops")), [])

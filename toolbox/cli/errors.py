@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from toolbox.cli import render
 from toolbox.errors import ToolboxError
@@ -31,11 +32,12 @@ def debug_enabled() -> bool:
 def report(exc: BaseException) -> None:
     """Print `exc` as one red line (plus its hint) on stderr."""
     if isinstance(exc, ToolboxError):
-        render.stderr.print(f"[red]error:[/red] {exc.message}", markup=True, soft_wrap=True)
+        render.stderr.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, soft_wrap=True)
         if exc.hint:
-            render.stderr.print(f"[dim]hint:[/dim] {exc.hint}", soft_wrap=True)
+            render.stderr.print(f"[dim]hint:[/dim] {escape(exc.hint)}", soft_wrap=True)
     else:
-        render.stderr.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        render.stderr.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}",
+                            soft_wrap=True)
         render.stderr.print("[dim]hint:[/dim] this looks like a bug; rerun with --debug "
                             "for the traceback and report it", soft_wrap=True)
 

@@ -42,8 +42,8 @@ def log_images_command(
         "--mode", help="grid: one make_grid image; batch: one add_images tensor; each: one "
         "add_image per file, tagged by its relative path.")] = "grid",
     tag: Annotated[str | None, typer.Option(
-        "--tag", help="Tag (grid, batch) or tag prefix (each) [default: images, or "
-        "DATASET/SPLIT].", show_default=False)] = None,
+        "--tag", help="Tag (grid, batch) or tag prefix (each) (default: images, or "
+        "DATASET/SPLIT).", show_default=False)] = None,
     step: Annotated[int, typer.Option("--step", help="Global step to log at.")] = 0,
     nrow: Annotated[int, typer.Option("--nrow", min=1, help="Images per grid row.")] = 8,
     padding: Annotated[int, typer.Option("--padding", min=0, help="Pixels between grid cells.")
@@ -52,8 +52,8 @@ def log_images_command(
         "--size", help="Fit every image into N or WIDTHxHEIGHT (aspect kept, black padding); "
         "grid/batch default: the first image's size.", show_default=False)] = None,
     max_images: Annotated[int | None, typer.Option(
-        "--max", min=1, help="Use only the first N images [default: all files; 64 data set "
-        "samples].", show_default=False)] = None,
+        "--max", min=1, help="Use only the first N images (default: all files; 64 data set "
+        "samples).", show_default=False)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Log images to TensorBoard as one grid, one batch, or one entry per file.

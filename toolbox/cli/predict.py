@@ -19,8 +19,8 @@ RunOpt = Annotated[Path | None, typer.Option(
 CheckpointOpt = Annotated[Path | None, typer.Option(
     "--checkpoint", help="A model file instead of a run: model.safetensors or checkpoints/*.pt.")]
 LoaderWorkersOpt = Annotated[int | None, typer.Option(
-    "--workers", min=0, help="Image-decoding processes [default: none for a single batch, "
-                             "else up to 4].", show_default=False)]
+    "--workers", min=0, help="Image-decoding processes (default: none for a single batch, "
+                             "else up to 4).", show_default=False)]
 AmpOpt = Annotated[bool, typer.Option(
     "--amp", help="Mixed precision: float16 on CUDA/MPS, bfloat16 on the CPU.")]
 
