@@ -11,6 +11,7 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
+from toolbox.train import DEFAULT_LR, DEFAULT_MODEL, DEMO_IMG_SIZE
 
 if TYPE_CHECKING:
     from toolbox.train import EpochRow, FinetuneResult, RunStart
@@ -19,6 +20,7 @@ _DATA = "Data"
 _MODEL = "Model"
 _TRAIN = "Training"
 _OUT = "Outputs"
+_LR_DEFAULTS = ", ".join(f"{lr:g} {mode}" for mode, lr in DEFAULT_LR.items())
 
 
 def _pct(value: float) -> str:
@@ -46,6 +48,7 @@ def _show_start(start: RunStart, json_output: bool) -> None:
         ("device", f"{start.device}" + (f" x {start.world_size} processes"
                                         if start.world_size > 1 else "")),
         ("mixed precision", start.amp),
+        ("learning rate", f"{start.lr:g}" + (f" ({start.lr_note})" if start.lr_note else "")),
         ("epochs", f"{start.epochs}{resumed}"),
         ("run folder", str(start.run_dir)),
     ]
@@ -91,8 +94,9 @@ def finetune_command(
         "--val-split", help="Stratified, seeded validation fraction when there is no val/.",
         rich_help_panel=_DATA)] = 0.2,
     img_size: Annotated[int | None, typer.Option(
-        "--img-size", help="Input size (default: the model's pretrained config; 32 for the "
-                           "demo digits).", rich_help_panel=_DATA)] = None,
+        "--img-size", help="Input size (default: the model's pretrained config; "
+                           f"{DEMO_IMG_SIZE} for the demo digits).",
+        rich_help_panel=_DATA)] = None,
     augment: Annotated[str | None, typer.Option(
         "--augment", help="Training augmentation: a preset (light, medium, heavy), an inline "
                           "spec or a YAML/JSON file, as `tb augment` takes.",
@@ -103,7 +107,7 @@ def finetune_command(
     ] = None,
     model: Annotated[str, typer.Option(
         "--model", help="timm or torchvision name, as `tb models list` shows.",
-        rich_help_panel=_MODEL)] = "resnet18",
+        rich_help_panel=_MODEL)] = DEFAULT_MODEL,
     pretrained: Annotated[bool, typer.Option(
         "--pretrained/--no-pretrained", help="Start from the hub's pretrained weights (or its "
                                              "cache); offline without a cache: random init.",
@@ -127,8 +131,9 @@ def finetune_command(
     batch_size: Annotated[int, typer.Option(
         "--batch-size", help="Images per step (per process under torchrun).",
         rich_help_panel=_TRAIN)] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.",
-                                      rich_help_panel=_TRAIN)] = 1e-3,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help=f"Peak learning rate (default by mode: {_LR_DEFAULTS}).",
+        show_default=False, rich_help_panel=_TRAIN)] = None,
     weight_decay: Annotated[float, typer.Option(
         "--weight-decay", help="Weight decay (not on biases and norms).",
         rich_help_panel=_TRAIN)] = 0.05,
@@ -192,7 +197,7 @@ def finetune_command(
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3 --epochs 10
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
-      tb finetune --resume runs/20260101-120000-resnet18
+      tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import ToolboxError

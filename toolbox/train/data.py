@@ -24,9 +24,9 @@ from toolbox.images import ImageReadError
 from toolbox.models import ModelMeta
 from toolbox.preprocess import resize_crop_uint8
 from toolbox.progress import NullProgress, Progress
+from toolbox.train.config import DEMO_IMG_SIZE
 
 DEMO_NAME = "scikit-learn digits"
-DEMO_IMG_SIZE = 32
 CACHE_BUDGET_BYTES = 4 * 1024**3  # decoded uint8 images kept in memory up to this size
 
 

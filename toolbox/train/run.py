@@ -63,6 +63,8 @@ class RunStart:
     epochs: int
     start_epoch: int
     cached: bool
+    lr: float
+    lr_note: str | None = None  # why this lr, when it is a default chosen by the mode
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ class FinetuneResult:
     per_class_acc: dict[str, float]
     class_names: list[str]
     tensorboard_command: str
+    lr: float  # the peak learning rate used (chosen by mode unless --lr was given)
     resumed_from: Path | None = None
 
 
@@ -160,6 +163,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
         run_dir = (resumed_from.parent.parent if resumed_from.parent.name == runs.CHECKPOINT_DIR
                    else Path(config.out or resumed_from.parent))
     config.validate()
+    lr_note = config.resolve_lr()
     ctx, device = setup_distributed(config.device)
     try:
         if state is None:
@@ -169,7 +173,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
                 _check_out(run_dir)
         config.out = str(run_dir)
         return _Trainer(config, ctx, device, run_dir, state, resumed_from, progress,
-                        on_start, on_epoch).run()
+                        on_start, on_epoch, lr_note).run()
     finally:
         ctx.close()
 
@@ -179,9 +183,10 @@ class _Trainer:
 
     def __init__(self, cfg: FinetuneConfig, ctx: DistContext, device: torch.device,
                  run_dir: Path, state: dict[str, Any] | None, resumed_from: Path | None,
-                 progress: Progress, on_start: Callable | None, on_epoch: Callable | None
-                 ) -> None:
+                 progress: Progress, on_start: Callable | None, on_epoch: Callable | None,
+                 lr_note: str | None = None) -> None:
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, device, run_dir
+        self.lr_note = lr_note
         self.state, self.resumed_from = state, resumed_from
         self.progress = progress if ctx.is_main else NullProgress()
         self.on_start, self.on_epoch = on_start, on_epoch
@@ -204,7 +209,7 @@ class _Trainer:
         built = build_model(model=cfg.model, class_names=self.classes,
                             pretrained=cfg.pretrained and self.state is None,
                             weights=cfg.weights if self.state is None else None,
-                            img_size=cfg.img_size, seed=cfg.seed)
+                            img_size=cfg.img_size, seed=cfg.seed, freeze=cfg.freeze)
         self.model, self.head = built.model, built.head
         self.meta = (ModelMeta.from_dict(self.state["meta"]) if self.state is not None
                      else built.meta)
@@ -268,7 +273,8 @@ class _Trainer:
             input_size=tuple(self.meta.input_size), total_params=total,
             trainable_params=trainable, frozen_params=frozen, device=str(self.device),
             amp=self.amp.label, world_size=ctx.world_size, epochs=cfg.epochs,
-            start_epoch=self.epoch + 1, cached=cache, notes=built.notes,
+            start_epoch=self.epoch + 1, cached=cache, lr=float(cfg.lr),
+            lr_note=self.lr_note, notes=built.notes,
             warnings=built.warnings)
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -483,5 +489,5 @@ class _Trainer:
             epochs=list(self.history), best_epoch=self.best_epoch,
             best_val_acc1=self.best_acc1, final_val_acc1=self.history[-1].val_acc1,
             per_class_acc=per_class, class_names=list(self.classes),
-            tensorboard_command=tensorboard_command(self.run_dir),
+            tensorboard_command=tensorboard_command(self.run_dir), lr=float(self.cfg.lr),
             resumed_from=self.resumed_from)
