@@ -190,7 +190,7 @@ def _warm() -> int:
 
 def _configure(job: _Job) -> None:
     if _WORKER.get("key") != job.key:
-        from toolbox.augment import build_pipeline
+        from toolbox.augment._pipeline import build_pipeline
 
         _WORKER.clear()
         _WORKER.update(key=job.key, augmenter=build_pipeline(job.pipeline, check=False),
@@ -587,7 +587,7 @@ def _checked_pipeline(spec: str | Path) -> Pipeline:
     processes can be forked from it safely."""
     import cv2
 
-    from toolbox.augment import build_pipeline, load_spec
+    from toolbox.augment._pipeline import build_pipeline, load_spec
 
     pipeline = load_spec(spec)
     previous = cv2.getNumThreads()
