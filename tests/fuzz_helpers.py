@@ -20,7 +20,7 @@ def check_error(exc: BaseException) -> None:
     """`exc` is tb's own error with a one-line message (and hint) a user can read."""
     assert isinstance(exc, ToolboxError), f"{type(exc).__name__}: {exc}"
     assert exc.message.strip(), "empty error message"
-    assert "\n" not in str(exc) and "\r" not in str(exc), f"more than one line: {exc!r}"
+    assert len(str(exc).splitlines()) == 1, f"more than one line: {exc!r}"
 
 
 def outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
