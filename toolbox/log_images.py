@@ -146,7 +146,7 @@ def log_images(*, logdir: Path, src: str | Path | Sequence[str | Path] | None = 
     progress = progress or NullProgress()
     if (src is None) == (dataset is None):
         raise ToolboxError("give either image files (SRC) or --dataset, not both or neither",
-                           "e.g. tb log-images photos/ --logdir runs/x")
+                           "e.g. tb log-images photos/ --tensorboard runs/x")
     if mode not in MODES:
         from toolbox.errors import unknown_name
 
