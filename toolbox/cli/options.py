@@ -32,4 +32,4 @@ LoaderWorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=0, help="Image-decoding processes (default: none for a single batch, "
                              "else up to 4).", show_default=False)]
 AmpOpt = Annotated[bool, typer.Option(
-    "--amp", help="Mixed precision: float16 on CUDA/MPS, bfloat16 on the CPU.")]
+    "--amp", help="Mixed precision: float16 on CUDA, bfloat16 on the CPU and MPS.")]

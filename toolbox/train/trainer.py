@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from toolbox import runs
+from toolbox.devices import default_workers
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_write_text
 from toolbox.losses import build_loss
@@ -25,7 +25,7 @@ from toolbox.train import data as data_mod
 from toolbox.train.checkpoint import save_checkpoint
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.distributed import DistContext
-from toolbox.train.engine import NonFiniteLoss, amp_setup, evaluate, train_epoch
+from toolbox.train.engine import NonFiniteLoss, amp_setup, train_epoch, validate
 from toolbox.train.metrics import Meter, write_metrics_csv
 from toolbox.train.modeling import (
     build_model,
@@ -46,10 +46,6 @@ def _frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
 
 def _row_dict(row: EpochRow) -> dict[str, Any]:
     return {k: getattr(row, k) for k in row.__dataclass_fields__}
-
-
-def _default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 class Trainer:
@@ -100,7 +96,7 @@ class Trainer:
                                   focal_gamma=cfg.focal_gamma).to(self.device)
         self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
 
-        workers = cfg.workers if cfg.workers is not None else _default_workers()
+        workers = cfg.workers if cfg.workers is not None else default_workers(cap=8)
         n_all = len(splits.train) + len(splits.val)
         cache = cfg.cache if cfg.cache is not None else data_mod.cache_fits(n_all, self.meta)
         if cfg.augment:
@@ -116,9 +112,8 @@ class Trainer:
             label="validation images")
         skipped = self.train_images.skipped + self.val_images.skipped
         if skipped:
-            path, reason = skipped[0]
-            built.warnings.append(f"skipped {len(skipped)} unreadable image(s), e.g. {path}: "
-                                  f"{reason}")
+            built.warnings.append(f"skipped {len(skipped)} unreadable image(s), e.g. "
+                                  f"{skipped[0].path}: {skipped[0].reason}")
         per_rank = math.ceil(len(self.train_images) / ctx.world_size)
         self.loader = data_mod.BatchLoader(
             self.train_images, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -325,7 +320,7 @@ class Trainer:
         train = meter.reduce(ctx)
         throughput = ctx.all_reduce_sum([stats.images, stats.seconds])
         val_meter = Meter(len(self.classes), self.device)
-        evaluate(self.model, self.val_loader, loss_fn=self.loss_fn, meta=self.meta,
+        validate(self.model, self.val_loader, loss_fn=self.loss_fn, meta=self.meta,
                  device=self.device, meter=val_meter, channels_last=cfg.channels_last)
         val = val_meter.reduce(ctx)
         self.schedule.step_epoch(epoch, val.loss)
