@@ -14,13 +14,14 @@ from finetune_helpers import digits_folder, read_events
 from typer.testing import CliRunner
 
 from toolbox.cli.app import app
+from toolbox.devices import cpu_has_bf16
 from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta, create_model, load_model_file, save_safetensors
 from toolbox.preprocess import eval_tensor
 from toolbox.progress import NullProgress
 from toolbox.train import DEFAULT_LR, FinetuneConfig, finetune
 from toolbox.train import data as data_mod
-from toolbox.train.engine import amp_setup, cpu_has_bf16
+from toolbox.train.engine import amp_setup
 from toolbox.train.modeling import build_model
 from toolbox.train.optim import SCHEDULERS, LrSchedule
 
@@ -156,7 +157,7 @@ def test_unfreeze_at_trains_the_backbone_with_a_lower_lr(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import toolbox.train.run as run_mod
+    import toolbox.train.trainer as run_mod
 
     real = run_mod.build_loss
 
@@ -382,13 +383,13 @@ def test_every_scheduler_steps_and_survives_a_weights_only_checkpoint(tmp_path):
 
 
 def test_amp_picks_float16_with_a_scaler_on_cuda_and_bfloat16_elsewhere(monkeypatch):
-    import toolbox.train.engine as engine
+    import toolbox.devices as devices
 
     cpu = amp_setup(torch.device("cpu"), True, "bf16")
     assert cpu.dtype == torch.bfloat16 and cpu.scaler is None
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
     assert amp_setup(torch.device("cpu"), True).dtype == torch.bfloat16
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)  # AVX2 only: emulated, slow
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)  # AVX2 only: emulated, slow
     emulated = amp_setup(torch.device("cpu"), True)
     assert not emulated.enabled and "no bfloat16 instructions" in emulated.label
     import warnings

@@ -8,6 +8,7 @@ from toolbox.models._checkpoint import (
     load_state_dict,
     read_meta,
     save_safetensors,
+    torch_load,
 )
 from toolbox.models._factory import (
     ModelRef,
@@ -21,19 +22,25 @@ from toolbox.models._factory import (
     torchvision_weights_source,
 )
 from toolbox.models._info import ModelInfo, model_info
+from toolbox.models._listing import ModelListing, ModelRow, list_models
+from toolbox.models._macs import count_macs
 from toolbox.models._packaged import PACKAGED, PackagedWeights, package_file
 from toolbox.models._pretrained import data_config, pretrained_classifier
-from toolbox.models._registry import ModelListing, ModelRow, list_models, load_index
+from toolbox.models._registry import load_index
+from toolbox.models._sources import BuiltModel, load_for_summary, load_user_model
 from toolbox.models._summary import (
+    DEFAULT_COLUMNS,
+    TORCHINFO_COLUMNS,
     ModelSummary,
-    count_macs,
-    load_for_summary,
-    load_user_model,
+    parse_dtype,
     summarize,
 )
 
 __all__ = [
+    "DEFAULT_COLUMNS",
     "PACKAGED",
+    "TORCHINFO_COLUMNS",
+    "BuiltModel",
     "ModelInfo",
     "ModelListing",
     "ModelMeta",
@@ -55,6 +62,7 @@ __all__ = [
     "load_user_model",
     "model_info",
     "package_file",
+    "parse_dtype",
     "pretrained_classifier",
     "read_meta",
     "replace_classifier",
@@ -62,5 +70,6 @@ __all__ = [
     "save_safetensors",
     "summarize",
     "timm_weights_source",
+    "torch_load",
     "torchvision_weights_source",
 ]

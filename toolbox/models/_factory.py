@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Literal
 
 from toolbox.errors import ToolboxError, unknown_name
 from toolbox.models._packaged import load_packaged, package_file, packaged_weights
+from toolbox.models._registry import TV_PREFIX, known_names, torchvision_classification_models
 
 if TYPE_CHECKING:
     from torch import nn
 
-TV_PREFIX = "tv:"
 # Where pretrained weights come from, in the order they are tried (`tb models list/info`).
 WeightsSource = Literal["hub-cache", "package", "download"]
 
@@ -31,13 +31,6 @@ class ModelRef:
     source: Literal["timm", "torchvision"]
     arch: str  # the name the library's own factory takes
     tag: str | None = None  # timm pretrained tag, if one was given
-
-
-def torchvision_classification_models() -> list[str]:
-    """torchvision's image-classification architectures (not detection/segmentation/video)."""
-    import torchvision.models as tvm
-
-    return sorted(tvm.list_models(module=tvm))
 
 
 class PretrainedWeightsUnavailable(ToolboxError):
@@ -69,8 +62,6 @@ def resolve_model(name: str) -> ModelRef:
     if name in torchvision_classification_models():
         return ModelRef(TV_PREFIX + name, "torchvision", name)
     # The same names `tb models list` shows (read from its cached index).
-    from toolbox.models._registry import known_names
-
     raise unknown_name("model", name, known_names(), "see `tb models list --filter WORD`")
 
 
@@ -88,9 +79,12 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: bool 
             model = _create_timm(ref, pretrained, num_classes, kwargs)
         else:
             model = _create_torchvision(ref, pretrained, num_classes, kwargs)
-    except TypeError as exc:
-        raise ToolboxError(f"cannot build {ref.name}: {exc}",
-                           "check the --model-arg names the architecture takes") from exc
+    # Arguments of the wrong name, type or value (`in_chans=-1` fails inside torch).
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ToolboxError(f"cannot build {ref.name}: {first}",
+                           "check the --model-arg names and values the architecture takes"
+                           ) from exc
     return model
 
 

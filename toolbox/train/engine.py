@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolbox.devices import autocast_dtype, autocast_off_reason
 from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta
 from toolbox.preprocess import normalize_uint8
@@ -46,31 +47,20 @@ class Amp:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN sees it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def amp_setup(device: torch.device, enabled: bool, dtype: str = "auto") -> Amp:
     """Pick the autocast dtype: fp16 (with loss scaling) on CUDA unless bf16 is asked for;
-    bfloat16 on the CPU and MPS, where float16 autocast does not apply.
-
-    On a CPU without bfloat16 instructions (AVX2 only) `auto` leaves autocast off: there
-    bfloat16 is emulated, and a tf_efficientnet_lite0 forward pass measured 9x slower than
-    float32 (16 s against 1.7 s of CPU per batch of 64 at 32 px). `--amp-dtype bf16` forces it.
-    """
+    bfloat16 on the CPU and MPS, where float16 autocast does not apply; off where it would
+    only slow things down (`autocast_off_reason`)."""
     if not enabled:
         return Amp(False, device.type)
-    if device.type == "cuda" and dtype in ("auto", "fp16"):
-        return Amp(True, "cuda", torch.float16, torch.amp.GradScaler("cuda"))
-    if device.type == "cpu" and dtype == "auto" and not cpu_has_bf16():
-        return Amp(False, "cpu", note=" (this CPU has no bfloat16 instructions, so autocast "
-                                      "would be slower; --amp-dtype bf16 forces it)")
+    off = autocast_off_reason(device.type, dtype)
+    if off is not None:
+        return Amp(False, device.type, note=f" ({off}; --amp-dtype bf16 forces it)")
+    chosen = autocast_dtype(device.type, dtype)
+    if chosen == torch.float16:  # CUDA: float16 needs loss scaling
+        return Amp(True, device.type, chosen, torch.amp.GradScaler("cuda"))
     note = " (float16 needs CUDA)" if dtype == "fp16" else ""
-    return Amp(True, device.type, torch.bfloat16, note=note)
+    return Amp(True, device.type, chosen, note=note)
 
 
 def to_input(batch: torch.Tensor, meta: ModelMeta, device: torch.device,
@@ -162,7 +152,7 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+def validate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
              loss_fn: nn.Module, meta: ModelMeta, device: torch.device, meter: Meter,
              channels_last: bool = False) -> None:
     """Validation in eval mode and float32 (no autocast), so its accuracy is exactly what
