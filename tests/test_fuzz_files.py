@@ -285,3 +285,44 @@ def test_model_files_and_checkpoints_load_or_are_refused(tmp_path, case):
         assert tree(tmp_path) == {path.name}
     finally:
         path.unlink()
+
+
+# ----------------------------------------------------------------- data set registry files
+_PATHS = st.sampled_from(["cifar/data_batch_1", "../escape", "/abs/x", "a/../../x", "a\\..\\x",
+                          "C:/x", "", ".", "a/./b", "ok.tar.gz", "x" * 300]) | st.text(max_size=8)
+_ANY = st.none() | st.integers() | st.text(max_size=6) | st.lists(st.integers(), max_size=2)
+
+
+@st.composite
+def registry_entries(draw: st.DrawFn) -> dict:
+    """A valid-looking `$TB_DATASETS_REGISTRY` entry with some fields made hostile."""
+    member = {"path": draw(_PATHS), "md5": draw(st.sampled_from(["0" * 32, None]) | _ANY)}
+    file = {"filename": draw(_PATHS), "md5": "0" * 32, "size": draw(st.integers(-1, 10) | _ANY),
+            "unpack": draw(st.sampled_from(["tar", "gzip", "none", "zip"]) | _ANY),
+            "members": draw(st.sampled_from([[member], [member, member], []]) | _ANY)}
+    entry = {"name": draw(st.sampled_from(["mine", "cifar10", "a/b", "..", ""]) | _PATHS | _ANY),
+             "loader": draw(st.sampled_from(["cifar10", "mnist", "nope"]) | _ANY),
+             "files": draw(st.sampled_from([[file], []]) | _ANY),
+             "classes": draw(st.lists(st.text(max_size=3), max_size=2) | _ANY)}
+    for key in draw(st.lists(st.sampled_from(sorted(entry)), max_size=2, unique=True)):
+        del entry[key]
+    return entry
+
+
+@SETTINGS
+@given(data=st.lists(registry_entries(), max_size=2).map(lambda e: {"datasets": e})
+       | st.lists(registry_entries(), max_size=2) | _ANY | st.dictionaries(st.text(max_size=3),
+                                                                             _ANY, max_size=2))
+def test_registry_files_load_or_are_refused(tmp_path, monkeypatch, data):
+    from toolbox.datasets import REGISTRY_ENV, list_datasets
+
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps(data))
+    monkeypatch.setenv(REGISTRY_ENV, str(registry))
+    infos = outcome(list_datasets)
+    root = tmp_path / "root"
+    for info in infos or []:
+        targets = [root / info.name, root / "downloads" / info.name]
+        targets += [root / "downloads" / f.filename for f in info.files]
+        targets += [root / m.path for m in info.members]
+        assert all(_inside(t, root) for t in targets), info
