@@ -329,7 +329,7 @@ def test_cli_table_and_real_tb_subprocess(src, tmp_path, invoke, tb_subprocess):
     assert output_files(tmp_path / "out") == output_files(tmp_path / "sub")
     bad = tb_subprocess("augment", src, tmp_path / "bad", "--aug", "Affine(rotat=3)",
                         timeout=120)
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a bad --aug value is a usage error
     assert "unknown parameter 'rotat'" in bad.stderr and "Traceback" not in bad.stderr
 
 

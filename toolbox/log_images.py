@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.images import ImageReadError, collect_images, read_image
 from toolbox.progress import NullProgress, Progress
 from toolbox.tensorboard import (
@@ -145,14 +145,14 @@ def log_images(*, logdir: Path, src: str | Path | Sequence[str | Path] | None = 
     """
     progress = progress or NullProgress()
     if (src is None) == (dataset is None):
-        raise ToolboxError("give either image files (SRC) or --dataset, not both or neither",
+        raise UsageError("give either image files (SRC) or --dataset, not both or neither",
                            "e.g. tb log-images photos/ --logdir runs/x")
     if mode not in MODES:
         from toolbox.errors import unknown_name
 
-        raise unknown_name("mode", mode, MODES)
+        raise unknown_name("mode", mode, MODES, param="--mode")
     if max_images is not None and max_images < 1:
-        raise ToolboxError("--max must be at least 1")
+        raise UsageError("--max must be at least 1")
     skipped: list[SkippedFile] = []
     if dataset is not None:
         items = _from_dataset(dataset, root, split, max_images)

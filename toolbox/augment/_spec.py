@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import UsageError
 
 # Parameters whose values are augmenters (or lists of them) rather than plain values.
 CHILD_PARAMS = frozenset({"children", "then_list", "else_list", "foreground", "background"})
@@ -35,8 +35,9 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 _SPEC_HINT = "see `tb augment --list` and the `tb augment` section of the README"
 
 
-class AugmentSpecError(ToolboxError):
-    """A pipeline spec that cannot be parsed or built; the message names the bad item."""
+class AugmentSpecError(UsageError):
+    """A pipeline spec that cannot be parsed or built (a usage error); the message names the
+    bad item."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import JsonOpt, LogdirOpt, SeedOpt, WorkersOpt
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 
 
 class ImageFormat(StrEnum):
@@ -40,8 +40,7 @@ def _list(as_json: bool) -> None:
         f"{len(infos)} augmenters (imgaug.augmenters)", ["name", "masks", "parameters=defaults"],
         rows, caption="masks: moves pixels, so --masks are transformed too. Parameters without "
                       "a default are required. Use as --aug \"Name(param=value)\" or in a "
-                      "--pipeline file.")
-    tbl.columns[0].no_wrap = True
+                      "--pipeline file.", wrap=["parameters=defaults"])
     render.show(tbl)
 
 
@@ -124,14 +123,10 @@ def augment(
     Unreadable files are skipped and counted; the exit code is 1 if nothing was written.
 
     Examples:
-
-        tb augment imgs/ out/ --preset light --copies 3 --seed 0
-
-        tb augment imgs/ out/ --aug "Fliplr(0.5); Affine(rotate=(-25, 25))" --preview p.png
-
-        tb augment imgs/ out2/ --pipeline out/pipeline.yaml
-
-        tb augment --list
+      tb augment imgs/ light/ --preset light --copies 3 --seed 0 --preview light.png
+      tb augment imgs/ flip/ --aug "Fliplr(0.5); Affine(rotate=(-25, 25))"
+      tb augment imgs/ again/ --pipeline light/pipeline.yaml
+      tb augment --list
     """
     if list_:
         _list(as_json)
@@ -150,9 +145,10 @@ def augment(
     if preset is not None and preset not in PRESETS:
         from toolbox.errors import unknown_name
 
-        raise unknown_name("preset", preset, PRESETS, "presets: " + ", ".join(PRESETS))
+        raise unknown_name("preset", preset, PRESETS, "presets: " + ", ".join(PRESETS),
+                           param="--preset")
     if pipeline is not None and not pipeline.is_file():
-        raise ToolboxError(f"pipeline file not found: {pipeline}")
+        raise UsageError(f"pipeline file not found: {pipeline}", param="--pipeline")
     spec: str | Path = aug if aug is not None else pipeline if pipeline is not None \
         else preset or DEFAULT_PRESET
 

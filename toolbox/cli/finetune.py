@@ -190,12 +190,12 @@ def finetune_command(
 
     Examples:
       tb finetune --freeze --amp
-      tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3 --epochs 10
+      tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-resnet18
     """
     from toolbox.cli.progress import make_progress
-    from toolbox.errors import ToolboxError
+    from toolbox.errors import UsageError
     from toolbox.train import FinetuneConfig, finetune
 
     try:
@@ -220,7 +220,7 @@ def finetune_command(
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
         out=str(out) if out else None)
     if resume is not None and (data or dataset or weights):
-        raise ToolboxError("--resume continues a run with its own data and weights",
+        raise UsageError("--resume continues a run with its own data and weights",
                            "drop --data/--dataset/--weights, or start a new run")
     result = finetune(
         config, resume=resume,

@@ -67,7 +67,7 @@ def log_images_command(
     Examples:
       tb log-images photos/ --logdir runs/look --nrow 6
       tb log-images 'shots/*.png' --logdir runs/look --mode each --tag shots
-      tb log-images --dataset fashion-mnist --root ./data --max 32 --logdir runs/fmnist
+      tb log-images --dataset fashion-mnist --root ./data --max 32 --logdir runs/fm
     """
     from toolbox.cli.progress import make_progress
     from toolbox.log_images import MODES, log_images

@@ -87,10 +87,7 @@ def list_command(
     caption += f" ({parts})" if parts else ""
     if len(listing.rows) < listing.matched:
         caption += f"; showing {len(listing.rows)} (--limit)"
-    tbl = render.table(None, columns, rows, right=("params", "tags"))
-    for column in tbl.columns:  # names are for copying: never fold them mid-word
-        column.no_wrap = column.header in ("name", "source", "input size")
-    render.show(tbl)
+    render.show(render.table(None, columns, rows, right=("params", "tags")))
     render.show(caption)  # a footer line of its own: a caption would wrap to the table's width
 
 

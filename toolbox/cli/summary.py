@@ -63,10 +63,8 @@ def _render(result: ModelSummary) -> None:
                      *(_cell(layer, c, result.total_params) for c in columns)])
     title = (f"{result.architecture} ({result.source}) · input {_shape(result.input_size)} "
              f"{result.dtype} on {result.device}, {result.mode} mode")
-    tbl = render.table(title, ["layer", *columns], rows,
-                       right=[c for c in columns if c not in ("trainable",)])
-    tbl.columns[0].no_wrap = True
-    render.show(tbl)
+    render.show(render.table(title, ["layer", *columns], rows,
+                             right=[c for c in columns if c not in ("trainable",)]))
 
     def mb(value: float | None) -> str:
         return f"{value:.2f}" if value is not None else "--"
@@ -127,7 +125,7 @@ def summary(
 
     Examples:
       tb summary resnet18 --depth 1
-      tb summary vit_base_patch16_224 --input-size 3x224x224 --columns input_size,num_params
+      tb summary vit_base_patch16_224 -i 3x224x224 --columns input_size,num_params
       tb summary my_model.py:Net --model-arg width=32 --json
     """
     from toolbox.models._summary import (

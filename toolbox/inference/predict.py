@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import collect_images
 from toolbox.progress import NullProgress, Progress
@@ -109,7 +109,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
 
     progress = progress or NullProgress()
     if topk < 1:
-        raise ToolboxError(f"--topk must be at least 1, got {topk}")
+        raise UsageError(f"--topk must be at least 1, got {topk}")
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     files, skipped = gather_inputs(sources)
     k = min(topk, len(loaded.class_names))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.models._factory import TV_PREFIX
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def parse_input_size(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         values = []
     if len(values) not in (3, 4) or any(v <= 0 for v in values):
-        raise ToolboxError(f"malformed --input-size '{text}'", hint)
+        raise UsageError(f"malformed --input-size '{text}'", hint)
     if len(values) == 3:
         values = [1, *values]
     return tuple(values)  # type: ignore[return-value]
@@ -108,7 +108,8 @@ def parse_columns(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]
     for name in names:
         if name not in TORCHINFO_COLUMNS:
             raise unknown_name("column", name, TORCHINFO_COLUMNS,
-                               f"columns are torchinfo's: {', '.join(TORCHINFO_COLUMNS)}")
+                               f"columns are torchinfo's: {', '.join(TORCHINFO_COLUMNS)}",
+                               param="--columns")
     return tuple(dict.fromkeys(names))
 
 
@@ -116,7 +117,8 @@ def parse_dtype(name: str) -> str:
     """A dtype name (`float32`, `fp16`, `bfloat16`...) -> its canonical torch name."""
     key = (name or "").strip().lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise unknown_name("dtype", name, list(DTYPES), "use float32, float16, bfloat16 or float64")
+        raise unknown_name("dtype", name, list(DTYPES), "use float32, float16, bfloat16 or float64",
+                           param="--dtype")
     return DTYPES[key]
 
 
@@ -134,7 +136,7 @@ def parse_model_args(pairs: list[str] | tuple[str, ...] | None) -> dict[str, Any
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not _IDENT.match(key):
-            raise ToolboxError(f"malformed --model-arg '{pair}'",
+            raise UsageError(f"malformed --model-arg '{pair}'",
                                "give key=value, e.g. --model-arg width=64 --model-arg "
                                "act='relu'")
         kwargs[key] = _literal(value.strip())
@@ -265,7 +267,7 @@ def load_for_summary(spec: str, *, num_classes: int | None = None,
                            f"add the class or factory: {spec}:MyModel")
     if path.suffix in MODEL_FILE_SUFFIXES or (path.suffix and path.is_file()):
         if model_args:
-            raise ToolboxError("--model-arg does not apply to a model file",
+            raise UsageError("--model-arg does not apply to a model file",
                                "the file records the arguments its model was built with")
         model, meta = load_model_file(path)
         if num_classes is not None:
@@ -427,7 +429,7 @@ def summarize(model: str, *, input_size: tuple[int, ...] | None = None, depth: i
     from toolbox.devices import resolve_device
 
     if depth < 0:
-        raise ToolboxError(f"--depth must be 0 or more, not {depth}", "e.g. --depth 2")
+        raise UsageError(f"--depth must be 0 or more, not {depth}", "e.g. --depth 2")
     if mode not in ("train", "eval"):
         raise ToolboxError(f"unknown mode '{mode}'", "use train or eval")
     for col in columns:
