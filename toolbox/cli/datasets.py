@@ -97,9 +97,7 @@ def fetch_command(
       tb datasets fetch mnist --root data --export-folder mnist-png --export-max 50
     """
     from toolbox.cli.progress import make_progress
-    from toolbox.datasets import default_root, get_dataset
-    from toolbox.datasets._download import DownloadSettings
-    from toolbox.datasets._fetch import fetch_dataset
+    from toolbox.datasets import DownloadSettings, default_root, fetch_dataset, get_dataset
 
     get_dataset(name)  # unknown names fail before anything is touched
     if from_dir is not None and not from_dir.is_dir():
