@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from toolbox.errors import ToolboxError, UsageError
-from toolbox.images import ImageReadError, collect_images, read_image
+from toolbox.images import ImageFile, ImageReadError, collect_images, not_an_image, read_image
 from toolbox.progress import NullProgress, Progress
 from toolbox.tensorboard import (
     add_image,
@@ -71,12 +71,16 @@ class _Item:
     label: str | None = None
 
 
-def _collect(sources: list[str | Path]) -> list[tuple[Path, str]]:
+def _collect(sources: list[str | Path], skipped: list[SkippedFile]
+             ) -> list[tuple[Path, str]]:
     """(path, name) of every image in `sources`; names are paths relative to their folder (or
-    glob root), prefixed with the folder's name when several folders are given."""
+    glob root), prefixed with the folder's name when several folders are given. Files that are
+    not images go to `skipped`, with the reason."""
     files: list[tuple[Path, str]] = []
     for src in sources:
-        found = collect_images(src)
+        others: list[ImageFile] = []
+        found = collect_images(src, others)
+        skipped += [SkippedFile(o.path, not_an_image(o.path)) for o in others]
         prefix = ""
         if len(sources) > 1 and Path(src).is_dir():
             prefix = f"{Path(src).resolve().name}/"
@@ -86,12 +90,13 @@ def _collect(sources: list[str | Path]) -> list[tuple[Path, str]]:
 
 def _from_files(sources: list[str | Path], max_images: int | None, progress: Progress
                 ) -> tuple[list[_Item], list[SkippedFile]]:
-    files = _collect(sources)
+    skipped: list[SkippedFile] = []
+    files = _collect(sources, skipped)
     shown = ", ".join(map(str, sources))
     if not files:
         raise ToolboxError(f"no images found in {shown}",
                            "pass an image folder, image files, or a quoted glob like 'imgs/*.png'")
-    items, skipped = [], []
+    items = []
     progress.start("reading images", min(len(files), max_images or len(files)))
     for path, name in files:
         if max_images is not None and len(items) >= max_images:

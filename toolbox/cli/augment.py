@@ -128,6 +128,9 @@ def augment(
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Keep outputs that exist (resume an interrupted run).")
     ] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Write into an OUT that holds another run's outputs (refused "
+                            "otherwise, so two runs never mix unnoticed).")] = False,
     preview: Annotated[Path | None, typer.Option(
         "--preview", help="Write a PNG grid of originals beside their augmented copies.")
     ] = None,
@@ -184,7 +187,8 @@ def augment(
         src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
         image_format=image_format.value if image_format else None, quality=quality,
         workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
-        tensorboard=tensorboard, shard=shard_spec, progress=make_progress(enabled=not as_json))
+        tensorboard=tensorboard, shard=shard_spec, overwrite=overwrite,
+        progress=make_progress(enabled=not as_json))
     _render_report(report, as_json)
     if report.nothing_written:
         raise ToolboxError(f"nothing could be written: all {report.images_found} input(s) "

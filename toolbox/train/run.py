@@ -29,7 +29,7 @@ from toolbox.train.checkpoint import load_checkpoint, resume_file, save_checkpoi
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.distributed import DistContext, setup_distributed
 from toolbox.train.engine import NonFiniteLoss, amp_setup, evaluate, train_epoch
-from toolbox.train.metrics import Meter, write_metrics_csv
+from toolbox.train.metrics import Meter, topk_for, write_metrics_csv
 from toolbox.train.modeling import (
     build_model,
     is_head,
@@ -63,8 +63,20 @@ class RunStart:
     epochs: int
     start_epoch: int
     cached: bool
+    topk: int  # the k of the "top-5" accuracy: never more than there are classes
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings a run is recorded with (args.yaml's `resolved:` section)."""
+        return {"data": self.data, "train_images": self.train_images,
+                "val_images": self.val_images, "classes": list(self.classes),
+                "model": self.model, "weights": self.weights,
+                "input_size": list(self.input_size), "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
+                "device": self.device, "world_size": self.world_size,
+                "mixed_precision": self.amp, "epochs": self.epochs,
+                "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk}
 
 
 @dataclass
@@ -98,6 +110,7 @@ class FinetuneResult:
     class_names: list[str]
     tensorboard_command: str
     resumed_from: Path | None = None
+    start: RunStart | None = None  # the settings it ran with, for the final report
 
 
 def _default_out(model: str) -> Path:
@@ -271,8 +284,8 @@ class _Trainer:
             input_size=tuple(self.meta.input_size), total_params=total,
             trainable_params=trainable, frozen_params=frozen, device=str(self.device),
             amp=self.amp.label, world_size=ctx.world_size, epochs=cfg.epochs,
-            start_epoch=self.epoch + 1, cached=cache, notes=built.notes,
-            warnings=built.warnings)
+            start_epoch=self.epoch + 1, cached=cache, topk=topk_for(len(self.classes)),
+            notes=built.notes, warnings=built.warnings)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -383,8 +396,9 @@ class _Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
-            atomic_write_text(self.run_dir / runs.ARGS_FILE,
-                              yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            # The options, then what they resolved to (`--resume` reads only the options).
+            atomic_write_text(self.run_dir / runs.ARGS_FILE, yaml.safe_dump(
+                {**cfg.to_dict(), "resolved": start.settings()}, sort_keys=False))
             if self.on_start is not None:
                 self.on_start(start)
         if self.on_start is None:  # otherwise the caller shows them with the start table
@@ -416,7 +430,9 @@ class _Trainer:
                                     "lower --lr, add --clip-grad, or try --amp-dtype bf16"
                                     ) from None
             self._log_hparams(writer)
-        return self._result()
+        result = self._result()
+        result.start = start
+        return result
 
     def _one_epoch(self, writer: Any) -> None:
         cfg, ctx = self.cfg, self.ctx
