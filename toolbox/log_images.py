@@ -20,6 +20,7 @@ import numpy as np
 from toolbox.errors import ToolboxError, UsageError
 from toolbox.images import ImageFile, ImageReadError, collect_images, not_an_image, read_image
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import SkippedFile
 from toolbox.tensorboard import (
     add_image,
     fit_to_size,
@@ -43,12 +44,6 @@ class WrittenImage:
     height: int
     images: int  # source images it shows
     labels: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SkippedFile:
-    path: Path
-    reason: str
 
 
 @dataclass
@@ -80,11 +75,12 @@ def _collect(sources: list[str | Path], skipped: list[SkippedFile]
     for src in sources:
         others: list[ImageFile] = []
         found = collect_images(src, others)
-        skipped += [SkippedFile(o.path, not_an_image(o.path)) for o in others]
         prefix = ""
         if len(sources) > 1 and Path(src).is_dir():
             prefix = f"{Path(src).resolve().name}/"
         files.extend((f.path, prefix + f.relative.as_posix()) for f in found)
+        skipped += [SkippedFile(prefix + o.relative.as_posix(), not_an_image(o.relative))
+                    for o in others]
     return files
 
 
@@ -105,7 +101,7 @@ def _from_files(sources: list[str | Path], max_images: int | None, progress: Pro
             items.append(_Item(read_image(path), name))
             progress.advance()
         except ImageReadError as exc:
-            skipped.append(SkippedFile(path, exc.reason))
+            skipped.append(SkippedFile(name, exc.reason))
     progress.finish()
     if not items:
         raise ToolboxError(f"none of the {len(files)} files in {shown} could be read as images",
@@ -151,7 +147,7 @@ def log_images(*, logdir: Path, src: str | Path | Sequence[str | Path] | None = 
     progress = progress or NullProgress()
     if (src is None) == (dataset is None):
         raise UsageError("give either image files (SRC) or --dataset, not both or neither",
-                           "e.g. tb log-images photos/ --logdir runs/x")
+                           "e.g. tb log-images photos/ --tensorboard runs/x")
     if mode not in MODES:
         from toolbox.errors import unknown_name
 

@@ -1,0 +1,78 @@
+"""What a fine-tuning run reports: the start table, one row per epoch, and the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunStart:
+    """What is about to happen: shown as the table before training."""
+
+    run_dir: Path
+    data: str
+    train_images: int
+    val_images: int
+    classes: list[str]
+    model: str
+    weights: str
+    input_size: tuple[int, int, int]
+    total_params: int
+    trainable_params: int
+    frozen_params: int
+    device: str
+    amp: str
+    world_size: int
+    epochs: int
+    start_epoch: int
+    cached: bool
+    topk: int = 5  # the k of the "top-5" accuracy: never more than there are classes
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings a run is recorded with (args.yaml's `resolved:` section)."""
+        return {"data": self.data, "train_images": self.train_images,
+                "val_images": self.val_images, "classes": list(self.classes),
+                "model": self.model, "weights": self.weights,
+                "input_size": list(self.input_size), "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
+                "device": self.device, "world_size": self.world_size,
+                "mixed_precision": self.amp, "epochs": self.epochs,
+                "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk}
+
+
+@dataclass
+class EpochRow:
+    """One epoch's figures (a row of metrics.csv)."""
+
+    epoch: int
+    train_loss: float
+    train_acc1: float
+    val_loss: float
+    val_acc1: float
+    val_acc5: float
+    lr: float
+    images_per_s: float
+    epoch_time_s: float
+    frozen: bool = False
+    per_class: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneResult:
+    """The finished run: where it is and how good its best weights are."""
+
+    run_dir: Path
+    model_file: Path
+    epochs: list[EpochRow]
+    best_epoch: int
+    best_val_acc1: float
+    final_val_acc1: float
+    per_class_acc: dict[str, float]
+    class_names: list[str]
+    tensorboard_command: str
+    resumed_from: Path | None = None
+    start: RunStart | None = None  # the settings it ran with, for the final report
