@@ -170,7 +170,7 @@ def augment(
     if shard_spec is not None and seed is None and pipeline is None:
         raise typer.BadParameter("every shard needs the same seed: add --seed N",
                                  param_hint="--shard")
-    from toolbox.augment import DEFAULT_PRESET, PRESETS, augment_folder
+    from toolbox.augment import DEFAULT_PRESET, PRESETS, AugmentSpecError, augment_folder
     from toolbox.cli.progress import make_progress
 
     if preset is not None and preset not in PRESETS:
@@ -183,12 +183,16 @@ def augment(
     spec: str | Path = aug if aug is not None else pipeline if pipeline is not None \
         else preset or DEFAULT_PRESET
 
-    report = augment_folder(
-        src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
-        image_format=image_format.value if image_format else None, quality=quality,
-        workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
-        tensorboard=tensorboard, shard=shard_spec, overwrite=overwrite,
-        progress=make_progress(enabled=not as_json))
+    try:
+        report = augment_folder(
+            src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
+            image_format=image_format.value if image_format else None, quality=quality,
+            workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
+            tensorboard=tensorboard, shard=shard_spec, overwrite=overwrite,
+            progress=make_progress(enabled=not as_json))
+    except AugmentSpecError as exc:  # the spec came from one option: the error names it
+        exc.param = exc.param or (given[0] if given else "--preset")
+        raise
     _render_report(report, as_json)
     if report.nothing_written:
         raise ToolboxError(f"nothing could be written: all {report.images_found} input(s) "

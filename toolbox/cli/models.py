@@ -65,6 +65,9 @@ def list_command(
         progress = make_progress()
     listing = list_models(pattern=pattern, source=source.value, pretrained=pretrained,
                           params=params, limit=limit, progress=progress)
+    if listing.suggestions:  # a note, so --json stays `[]`
+        render.note(f"no architecture matches '{pattern}'; did you mean: "
+                    f"{', '.join(listing.suggestions)}?")
     if json_output:
         keys = ("name", "source", "input_size", "pretrained_tags", "family") + (
             ("params",) if params else ())
