@@ -31,6 +31,11 @@ def debug_enabled() -> bool:
 
 def report(exc: BaseException) -> None:
     """Print `exc` as one red line (plus its hint) on stderr."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        # The operating system refused a path the user gave (a name too long, no permission,
+        # a full disk): their files, not a bug in tb.
+        exc = ToolboxError(f"{exc.strerror}: {exc.filename}",
+                           "check the path, its permissions and the free space")
     if isinstance(exc, ToolboxError):
         render.stderr.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, soft_wrap=True)
         if exc.hint:
