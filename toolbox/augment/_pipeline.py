@@ -14,6 +14,7 @@ from toolbox.augment._spec import (
     load_pipeline_file,
     parse_inline,
 )
+from toolbox.fileio import is_file
 
 if TYPE_CHECKING:
     import imgaug.augmenters as iaa
@@ -43,7 +44,7 @@ def load_spec(spec: str | Path) -> Pipeline:
         parsed = Pipeline(tuple(parse_inline(PRESETS[text])), None, f"preset {text}")
     elif is_spec_file(text):
         parsed = load_pipeline_file(text)
-    elif Path(text).is_file():
+    elif is_file(text):
         raise AugmentSpecError(f"pipeline file {text} must end in .yaml, .yml or .json")
     elif text.isidentifier() and text.lower() in PRESETS:
         raise AugmentSpecError(f"unknown preset '{text}'",

@@ -25,11 +25,17 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     index, _, count = value.partition("/")
-    if not (index.strip().isdigit() and count.strip().isdigit()) \
-            or not 0 <= int(index) < int(count):
-        raise typer.BadParameter(f"'{value}' is not K/N with 0 <= K < N (e.g. 0/4)",
+    try:
+        # isdecimal, not isdigit: '²' is a digit that int() refuses; int() also refuses
+        # numbers over 4,300 digits (ValueError).
+        shard = (int(index), int(count)) if (index.strip().isdecimal()
+                                             and count.strip().isdecimal()) else None
+    except ValueError:
+        shard = None
+    if shard is None or not 0 <= shard[0] < shard[1]:
+        raise typer.BadParameter(f"{value!r} is not K/N with 0 <= K < N (e.g. 0/4)",
                                  param_hint="--shard")
-    return int(index), int(count)
+    return shard
 
 
 def _list(as_json: bool) -> None:

@@ -207,7 +207,11 @@ def summarize(model: str, *, input_size: tuple[int, ...] | None = None, depth: i
                            "give (C, H, W) or (B, C, H, W) with positive sizes")
     net = net.to(device=dev, dtype=torch_dtype)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(input_size, generator=generator).to(device=dev, dtype=torch_dtype)
+    try:
+        x = torch.randn(input_size, generator=generator).to(device=dev, dtype=torch_dtype)
+    except (RuntimeError, MemoryError) as exc:  # e.g. --input-size 3,100000,100000: 120 GB
+        raise ToolboxError(f"cannot make an input of size {'x'.join(map(str, input_size))}: "
+                           f"{_first_line(exc)}", "pass a smaller --input-size") from exc
     result = ModelSummary(model=model, source=loaded.source, architecture=loaded.architecture,
                           input_size=list(input_size), dtype=dtype, device=str(dev), mode=mode,
                           depth=depth, columns=list(columns), notes=notes)
