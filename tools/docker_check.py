@@ -136,9 +136,12 @@ def pip_settings(torch_index: str | None) -> tuple[PipSettings, str]:
 
 
 def image_size(tag: str) -> str:
+    """As buildah reports it (uncompressed, all layers), e.g. "7.07 GB"."""
     data = json.loads(sh("buildah", "images", "--json", tag) or "[]")
     size = data[0].get("size") if data else None
-    return f"{size / 1e9:.2f} GB" if isinstance(size, int | float) else "unknown"
+    if isinstance(size, int | float):
+        return f"{size / 1e9:.2f} GB"
+    return str(size or "unknown")
 
 
 def build(settings: PipSettings, torch_index: str) -> float:
@@ -212,6 +215,7 @@ def run_checks(data: Path, extra: dict[str, list[str]]) -> list[tuple[str, bool,
             result = subprocess.run(argv, text=True, capture_output=True, check=False)
             seconds = time.perf_counter() - start
             output = result.stdout + result.stderr
+            (data.parent / f"{re.sub(r'[^a-z0-9]+', '-', check.name)}.log").write_text(output)
             ok = result.returncode == 0
             why = f"exit {result.returncode}"
             if ok and check.expect and not re.search(check.expect, output):
@@ -255,7 +259,8 @@ def main() -> None:
     settings, torch_index = pip_settings(opts.torch_index)
     seconds = build(settings, torch_index)
     size = image_size(IMAGE_TAG)
-    print(f"== checks in {IMAGE_TAG}, as user tb in /data (mounted from {opts.work / 'data'})")
+    print(f"== checks in {IMAGE_TAG}, as user tb in /data (mounted from {opts.work / 'data'}; "
+          f"each check's output in {opts.work}/*.log)")
     results = run_checks(opts.work / "data", {"tb finetune": opts.finetune_args.split()})
     print(f"== build {seconds:.0f} s, image {size}, "
           f"{sum(ok for _, ok, _ in results)}/{len(results)} checks passed")
