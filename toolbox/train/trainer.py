@@ -113,10 +113,6 @@ class Trainer:
         self.val_images = data_mod.PreparedImages(
             val_share, self.meta, cache=cache, workers=workers, progress=self.progress,
             label="validation images")
-        skipped = self.train_images.skipped + self.val_images.skipped
-        if skipped:
-            built.warnings.append(f"skipped {len(skipped)} unreadable image(s), e.g. "
-                                  f"{skipped[0].path}: {skipped[0].reason}")
         # Rank 0's share is the largest: every rank pads its epoch to that many samples.
         per_rank = math.ceil(len(splits.train) / ctx.world_size)
         self.loader = data_mod.BatchLoader(
@@ -127,7 +123,12 @@ class Trainer:
         self.val_loader = data_mod.ShardLoader(
             self.val_images, list(range(len(self.val_images))),
             batch_size=cfg.batch_size * 2, workers=workers if not cache else 0)
-        counts = ctx.all_reduce_sum([len(self.train_images), len(self.val_images)])
+        skipped = self.train_images.skipped + self.val_images.skipped
+        # Under torchrun each rank read only its share: count the unreadable files of all.
+        counts = ctx.all_reduce_sum([len(self.train_images), len(self.val_images), len(skipped)])
+        if counts[2]:
+            example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+            built.warnings.append(f"skipped {int(counts[2])} unreadable image(s){example}")
 
         self.optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
