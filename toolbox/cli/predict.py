@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 RunOpt = Annotated[Path | None, typer.Option(
     "--run", help="A run folder written by `tb finetune` (its best weights are used).")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="A model file instead of a run: model.safetensors or checkpoints/*.pt.")]
+    "--checkpoint", help="A model file instead of a run: model.safetensors, checkpoints/*.pt, "
+                         "or an .onnx file from `tb export` (run by onnxruntime).")]
 LoaderWorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=0, help="Image-decoding processes (default: none for a single batch, "
                              "else up to 4).", show_default=False)]
@@ -60,6 +61,7 @@ def predict(
     Examples:
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
+      tb predict photos/ --checkpoint runs/my-run/model.onnx
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import NothingPredicted, predict_images
@@ -140,6 +142,7 @@ def evaluate(
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
+      tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service
