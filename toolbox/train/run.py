@@ -250,7 +250,10 @@ class _Trainer:
             self.val_images, data_mod.val_shard(len(self.val_images), ctx.rank, ctx.world_size),
             batch_size=cfg.batch_size * 2, workers=workers if not cache else 0)
 
-        self.optimizer = build_optimizer(self.model, self.head, cfg)
+        self.optimizer = build_optimizer(
+            self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            backbone_lr_scale=cfg.backbone_lr_scale if cfg.unfreeze_at is not None else 1.0)
         steps = math.ceil(self.loader.num_batches() / cfg.grad_accum)
         self.schedule = LrSchedule(self.optimizer, cfg, steps)
         torch.manual_seed(cfg.seed + 1)  # dropout and friends, independent of the model init
