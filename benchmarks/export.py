@@ -80,7 +80,7 @@ def bench_model(name: str, folder: Path, rounds: int, quick: bool) -> dict:
             sides = [("eager", eager), ("onnxruntime", onnx)]
             for side, fn in sides if r % 2 == 0 else sides[::-1]:
                 fn(batch)  # one untimed call: caches and thread pools warm for this side
-                speed = _images_per_s(lambda fn=fn: fn(batch), batch, repeats[batch])
+                speed = _images_per_s(lambda fn=fn, b=batch: fn(b), batch, repeats[batch])
                 speeds.setdefault((side, batch), []).append(speed)
     return {"diff": diff, "speeds": speeds}
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox.augment._spec import AugmentSpecError, Pipeline, pipeline_to_yaml
+from toolbox.devices import default_workers
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_path, atomic_write_text
 from toolbox.images import (
@@ -46,6 +47,7 @@ from toolbox.images import (
     write_image,
 )
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import SkippedFile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,14 +58,6 @@ MASKS_DIR = "masks"
 IMAGES_DIR = "images"
 _IN_FLIGHT_PER_WORKER = 4  # enough to keep workers busy, small enough to keep memory flat
 _CHUNK = 8  # files per round trip to a worker, at most
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """An input that produced no output, and why."""
-
-    path: str  # relative to SRC
-    reason: str
 
 
 @dataclass
@@ -563,8 +557,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
 
     # The spec is parsed, validated and test-run before any image is read.
     pipeline = _checked_pipeline(spec)
-    n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    wanted = workers or n_cpu or 1
+    wanted = workers or default_workers()
     # Worker processes start now, while this process plans the run.
     pool = _WarmPool(wanted) if wanted > 1 else None
     try:
