@@ -53,7 +53,8 @@ def export(
         "--out", "-o", help="The file to write (default: RUN/model.onnx or "
                             "RUN/model.torchscript).", show_default=False)] = None,
     fmt: Annotated[ExportFormat, typer.Option(
-        "--format", "-f", help="onnx or torchscript.", case_sensitive=False)
+        "--format", "-f", case_sensitive=False,
+        help="; ".join(f"{f.name}: {f.label}, {f.description}" for f in FORMATS.values()) + ".")
     ] = ExportFormat("onnx"),
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch/--no-dynamic-batch",

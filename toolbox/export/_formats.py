@@ -25,17 +25,18 @@ DEFAULT_OPSET = 17
 
 @dataclass(frozen=True)
 class Format:
-    """An export format: its name, file suffix and one line of description."""
+    """An export format: its name, file suffix, how people write it, and what reads it."""
 
     name: str
     suffix: str
+    label: str
     description: str
 
 
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", "ONNX, for onnxruntime, TensorRT, OpenVINO and others"),
-    "torchscript": Format("torchscript", ".torchscript",
-                          "TorchScript, for torch.jit.load in Python or libtorch in C++"),
+    "onnx": Format("onnx", ".onnx", "ONNX", "for onnxruntime, TensorRT, OpenVINO and others"),
+    "torchscript": Format("torchscript", ".torchscript", "TorchScript",
+                          "for torch.jit.load in Python or libtorch in C++"),
 }
 
 

@@ -106,7 +106,7 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
     example = torch.rand(1, 3, height, width)
     used_opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None
     parity = None
-    progress.note(f"exporting {loaded.model_file} to {FORMATS[fmt].description.split(',')[0]}")
+    progress.note(f"exporting {loaded.model_file} to {FORMATS[fmt].label}")
     with atomic_path(dest) as tmp:
         if fmt == "onnx":
             write_onnx(deploy, tmp, example, opset=used_opset, dynamic_batch=dynamic_batch,

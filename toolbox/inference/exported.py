@@ -99,11 +99,8 @@ def onnx_providers(device: str) -> list[str]:
     raise ToolboxError(f"onnxruntime cannot run on '{device}'", "use --device auto, cpu or cuda")
 
 
-def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int = 0):
-    """An onnxruntime session for `path`; a file onnxruntime cannot load is a ToolboxError.
-
-    `threads` caps intra-op threads (0: onnxruntime's default, one per core).
-    """
+def onnx_session(path: str | Path, providers: list[str] | None = None):
+    """An onnxruntime session for `path`; a file onnxruntime cannot load is a ToolboxError."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -111,7 +108,6 @@ def onnx_session(path: str | Path, providers: list[str] | None = None, threads: 
         raise ToolboxError(f"no such ONNX file: {path}", "check the path")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
-    options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=providers or ["CPUExecutionProvider"])
