@@ -14,6 +14,7 @@ sides' logits are compared once, as a sanity check.
 
     python benchmarks/export.py               # 5 rounds
     python benchmarks/export.py --rounds 9    # steadier medians on a busy machine
+    python benchmarks/export.py --threads 1   # one thread a side (less hurt by other load)
     python benchmarks/export.py --quick       # a smoke run: 2 rounds, fewer repeats
 """
 
@@ -89,11 +90,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (2 rounds)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both sides (default: torch's, one per core)")
     args = parser.parse_args()
     rounds = 2 if args.quick else max(1, args.rounds)
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"CPU, float32, {SIZE}x{SIZE}, {torch.get_num_threads()} threads on both sides, "
           f"{rounds} alternating rounds; medians")

@@ -170,6 +170,7 @@ def test_no_check_and_static_batch(trained, tmp_path, invoke):
     assert summary["inputs"][0]["shape"] == [1, 3, SIZE, SIZE]
 
 
+@pytest.mark.slow
 def test_the_runs_own_validation_data_in_a_real_process(trained, tmp_path, tb_subprocess):
     """A run that records its data folder is checked on its validation split, and the file
     lands in the run folder."""
