@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.inference.exported import INPUT_NAME, OnnxModel
 
 if TYPE_CHECKING:
@@ -57,8 +57,9 @@ def write_onnx(module: nn.Module, dest: Path, example: torch.Tensor, *, opset: i
     import torch
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ToolboxError(f"--opset {opset} is outside what the exporter writes "
-                           f"({MIN_OPSET} to {MAX_OPSET})", f"use --opset {DEFAULT_OPSET}")
+        raise UsageError(f"--opset {opset} is outside what the exporter writes "
+                         f"({MIN_OPSET} to {MAX_OPSET})", f"use --opset {DEFAULT_OPSET}",
+                         param="--opset")
     axes = {INPUT_NAME: {0: "batch"}, output: {0: "batch"}} if dynamic_batch else None
     try:
         with warnings.catch_warnings():

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.export._formats import (
     DEFAULT_OPSET,
     FORMATS,
@@ -71,14 +71,17 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
 
     progress = progress or NullProgress()
     if fmt not in FORMATS:
-        raise unknown_name("format", fmt, FORMATS, f"choose one of {', '.join(FORMATS)}")
+        raise unknown_name("format", fmt, FORMATS, f"choose one of {', '.join(FORMATS)}",
+                           param="--format")
     if check is not None and check < 1:
-        raise ToolboxError(f"--check must be at least 1, got {check}", "or give --no-check")
+        raise UsageError(f"--check must be at least 1, got {check}", "or give --no-check",
+                         param="--check")
     if not 0.0 <= tolerance <= 1.0:
-        raise ToolboxError(f"--tolerance must be between 0 and 1, got {tolerance}",
-                           "it is the least top-1 agreement that passes, e.g. 0.99")
+        raise UsageError(f"--tolerance must be between 0 and 1, got {tolerance}",
+                         "it is the least top-1 agreement that passes, e.g. 0.99",
+                         param="--tolerance")
     if fmt != "onnx" and opset is not None:
-        raise ToolboxError("--opset applies to --format onnx only")
+        raise UsageError("--opset applies to --format onnx only", param="--opset")
     source = Path(source)
     if source.suffix.lower() in (".onnx", ".torchscript"):
         raise ToolboxError(f"{source} is already an export", "pass the run folder it came from")
