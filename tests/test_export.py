@@ -251,3 +251,6 @@ def test_bad_inputs_are_one_line_and_leave_no_file(trained, tmp_path, invoke):
         assert "corrupt.onnx" in result.stderr and "Traceback" not in result.stderr
     usage = invoke("export", run, "--no-check", "--check-data", data)
     assert usage.exit_code == 2
+    torchscript_opset = invoke("export", run, "--format", "torchscript", "--opset", "13")
+    assert torchscript_opset.exit_code == 2
+    assert "--opset applies to --format onnx only" in torchscript_opset.stderr
