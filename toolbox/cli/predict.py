@@ -59,6 +59,7 @@ def predict(
     Examples:
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
+      tb predict photos/ --checkpoint runs/my-run/model.onnx
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import NothingPredicted, predict_images
@@ -139,6 +140,7 @@ def evaluate(
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
+      tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service
