@@ -72,6 +72,7 @@ def predict(
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
       tb predict cat.jpg --model tf_efficientnet_lite0
+      tb predict photos/ --checkpoint runs/my-run/model.onnx
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import NothingPredicted, predict_images
@@ -153,6 +154,7 @@ def evaluate(
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
+      tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service

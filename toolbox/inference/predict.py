@@ -120,7 +120,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     loaded = load_for_inference(run=run, checkpoint=checkpoint, model=model, device=device)
     files, skipped = gather_inputs(sources)
     k = min(topk, len(loaded.class_names))
-    result = PredictResult(loaded.meta.model, loaded.model_file, str(loaded.device), k,
+    result = PredictResult(loaded.meta.model, loaded.model_file, loaded.device_name, k,
                            skipped=skipped)
     if not files:
         raise NothingPredicted("no image files to predict",

@@ -40,6 +40,14 @@ from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 GRID_IMAGES = 32
 
 
+def _not_images_note(skipped: list[Any]) -> list[str]:
+    if not skipped:
+        return []
+    shown = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return [f"left out {len(skipped)} file(s) that are not images: {shown}{more}"]
+
+
 def _frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
     return cfg.freeze and (cfg.unfreeze_at is None or epoch < cfg.unfreeze_at)
 
@@ -154,7 +162,8 @@ class Trainer:
             amp=self.amp.label, world_size=ctx.world_size, epochs=cfg.epochs,
             start_epoch=self.epoch + 1, cached=cache, topk=topk_for(len(self.classes)),
             lr=float(cfg.lr), lr_note=self.lr_note,
-            notes=built.notes, warnings=built.warnings)
+            notes=[*built.notes, *_not_images_note(splits.not_images)],
+            warnings=built.warnings)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
