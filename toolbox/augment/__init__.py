@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from toolbox.augment._masks import augment_with_mask
 from toolbox.augment._presets import DEFAULT_PRESET, PRESETS
 from toolbox.augment._registry import (
     AugmenterInfo,
@@ -53,6 +54,7 @@ __all__ = [
     "SkippedFile",
     "Step",
     "augment_folder",
+    "augment_with_mask",
     "augmenter_names",
     "build_augmenter",
     "build_pipeline",

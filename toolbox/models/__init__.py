@@ -3,6 +3,7 @@ index behind `tb models list`, `tb models info` facts and `tb summary`."""
 
 from toolbox.models._checkpoint import (
     ModelMeta,
+    build_from_meta,
     load_model_file,
     load_state_dict,
     read_meta,
@@ -18,6 +19,7 @@ from toolbox.models._factory import (
 )
 from toolbox.models._info import ModelInfo, model_info
 from toolbox.models._registry import ModelListing, ModelRow, list_models, load_index
+from toolbox.models._segmenter import DECODER, DECODERS, create_segmenter
 from toolbox.models._summary import (
     ModelSummary,
     count_macs,
@@ -27,6 +29,8 @@ from toolbox.models._summary import (
 )
 
 __all__ = [
+    "DECODER",
+    "DECODERS",
     "ModelInfo",
     "ModelListing",
     "ModelMeta",
@@ -34,9 +38,11 @@ __all__ = [
     "ModelRow",
     "ModelSummary",
     "PretrainedWeightsUnavailable",
+    "build_from_meta",
     "classifier_name",
     "count_macs",
     "create_model",
+    "create_segmenter",
     "list_models",
     "load_for_summary",
     "load_index",

@@ -9,12 +9,14 @@ from typing import Any
 from toolbox.errors import ToolboxError, unknown_name
 
 AMP_DTYPES = ("auto", "fp16", "bf16")
+TASKS = {"classify": "one label an image", "segment": "one label a pixel (image/mask pairs)"}
 
 
 @dataclass
 class FinetuneConfig:
     """Every knob of `tb finetune`; the CLI builds one from its options."""
 
+    task: str = "classify"  # or "segment": image/mask pairs, encoder-decoder model
     # data
     data: str | None = None  # ImageFolder tree (with train/ and val/, or split)
     dataset: str | None = None  # a data set fetched by `tb datasets fetch`
@@ -27,6 +29,7 @@ class FinetuneConfig:
     model: str = "resnet18"
     pretrained: bool = True
     weights: str | None = None
+    decoder: str = "fpn"  # segmentation decoder over the model's features (fpn, unet)
     freeze: bool = False
     unfreeze_at: int | None = None
     backbone_lr_scale: float = 0.1
@@ -88,9 +91,27 @@ class FinetuneConfig:
         from toolbox.losses import LOSSES
         from toolbox.train.optim import OPTIMIZERS, SCHEDULERS
 
+        if self.task not in TASKS:
+            raise unknown_name("task", self.task, TASKS, f"choose one of {', '.join(TASKS)}")
+        losses: dict = LOSSES
+        if self.task == "segment":
+            from toolbox.models import DECODERS
+            from toolbox.segment import SEGMENT_LOSSES
+
+            losses = SEGMENT_LOSSES
+            if self.decoder not in DECODERS:
+                raise unknown_name("decoder", self.decoder, DECODERS,
+                                   f"choose one of {', '.join(DECODERS)}")
+            if self.data is None:
+                raise ToolboxError("--task segment needs --data DIR",
+                                   "DIR/train/images/* with DIR/train/masks/<same name>.png; "
+                                   "make one with `tb datasets fetch fashion-mnist "
+                                   "--export-segmentation DIR`")
+            if self.label_smoothing:
+                raise ToolboxError("--label-smoothing does not apply to --task segment")
         for kind, value, table in (("optimizer", self.opt, OPTIMIZERS),
                                    ("scheduler", self.sched, SCHEDULERS),
-                                   ("loss", self.loss, LOSSES)):
+                                   ("loss", self.loss, losses)):
             if value not in table:
                 raise unknown_name(kind, value, table, f"choose one of {', '.join(table)}")
         if self.amp_dtype not in AMP_DTYPES:

@@ -424,12 +424,13 @@ class BatchLoader:
 
     From the in-memory cache without augmentation, batches are sliced in this process (no
     workers, no copies through pipes); otherwise a DataLoader with persistent workers decodes
-    and augments.
+    and augments (`dataset`, taking (epoch, index) items, replaces the built-in augmenting one).
     """
 
     def __init__(self, images: PreparedImages, *, batch_size: int, shuffle: bool, seed: int,
                  workers: int, rank: int = 0, world_size: int = 1, augment: str | None = None,
-                 drop_last: bool = False, pin_memory: bool = False) -> None:
+                 drop_last: bool = False, pin_memory: bool = False,
+                 dataset: torch.utils.data.Dataset | None = None) -> None:
         self.images = images
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -439,8 +440,9 @@ class BatchLoader:
         self.loader = None
         self.sampler: _EpochSampler | None = None
         if augment or images.tensor is None:
-            dataset = (AugmentedDataset(images, augment, seed) if augment
-                       else _StreamDataset(images))
+            if dataset is None:
+                dataset = (AugmentedDataset(images, augment, seed) if augment
+                           else _StreamDataset(images))
             self.sampler = _EpochSampler()
             self.loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,

@@ -29,8 +29,9 @@ from toolbox.train.checkpoint import load_checkpoint, resume_file, save_checkpoi
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.distributed import DistContext, setup_distributed
 from toolbox.train.engine import NonFiniteLoss, amp_setup, evaluate, train_epoch
-from toolbox.train.metrics import Meter, write_metrics_csv
+from toolbox.train.metrics import CSV_COLUMNS, Meter, write_metrics_csv
 from toolbox.train.modeling import (
+    BuiltModel,
     build_model,
     is_head,
     parameter_counts,
@@ -98,6 +99,17 @@ class FinetuneResult:
     class_names: list[str]
     tensorboard_command: str
     resumed_from: Path | None = None
+
+
+@dataclass
+class _Prepared:
+    """What a task's `_prepare` hands the trainer: model, decoded data, how it was found."""
+
+    built: BuiltModel
+    train: Any  # PreparedImages-like: `tensor`, `targets`, `skipped`
+    val: Any
+    description: str
+    cached: bool
 
 
 def _default_out(model: str) -> Path:
@@ -168,7 +180,10 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
             if ctx.is_main:
                 _check_out(run_dir)
         config.out = str(run_dir)
-        return _Trainer(config, ctx, device, run_dir, state, resumed_from, progress,
+        trainer = _Trainer
+        if config.task == "segment":
+            from toolbox.train.segment import SegmentTrainer as trainer
+        return trainer(config, ctx, device, run_dir, state, resumed_from, progress,
                         on_start, on_epoch).run()
     finally:
         ctx.close()
@@ -192,19 +207,9 @@ class _Trainer:
     # -- set-up ---------------------------------------------------------------------------
     def _setup(self) -> RunStart:
         cfg, ctx = self.cfg, self.ctx
-        splits = data_mod.load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
-                                      val_split=cfg.val_split, seed=cfg.seed)
-        if cfg.img_size is None and splits.default_img_size:
-            cfg.img_size = splits.default_img_size
-        self.classes = splits.classes
-        if self.state is not None and list(self.state["class_names"]) != self.classes:
-            raise ToolboxError(f"the checkpoint was trained on other classes "
-                               f"({len(self.state['class_names'])}) than the data now has "
-                               f"({len(self.classes)})", "resume with the same data")
-        built = build_model(model=cfg.model, class_names=self.classes,
-                            pretrained=cfg.pretrained and self.state is None,
-                            weights=cfg.weights if self.state is None else None,
-                            img_size=cfg.img_size, seed=cfg.seed)
+        workers = cfg.workers if cfg.workers is not None else _default_workers()
+        prepared = self._prepare(workers)
+        built = prepared.built
         self.model, self.head = built.model, built.head
         self.meta = (ModelMeta.from_dict(self.state["meta"]) if self.state is not None
                      else built.meta)
@@ -218,24 +223,9 @@ class _Trainer:
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing,
-                                  focal_gamma=cfg.focal_gamma).to(self.device)
+        self.loss_fn = self._loss().to(self.device)
         self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
-
-        workers = cfg.workers if cfg.workers is not None else _default_workers()
-        n_all = len(splits.train) + len(splits.val)
-        cache = cfg.cache if cfg.cache is not None else data_mod.cache_fits(n_all, self.meta)
-        if cfg.augment:
-            from toolbox.augment import build_augmenter
-
-            # Built once here only to fail fast on a bad spec; the workers build their own.
-            build_augmenter(cfg.augment, seed=cfg.seed)
-        self.train_images = data_mod.PreparedImages(
-            splits.train, self.meta, cache=cache, workers=workers, progress=self.progress,
-            label="training images")
-        self.val_images = data_mod.PreparedImages(
-            splits.val, self.meta, cache=cache, workers=workers, progress=self.progress,
-            label="validation images")
+        self.train_images, self.val_images = prepared.train, prepared.val
         skipped = self.train_images.skipped + self.val_images.skipped
         if skipped:
             path, reason = skipped[0]
@@ -245,10 +235,11 @@ class _Trainer:
         self.loader = data_mod.BatchLoader(
             self.train_images, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
             workers=workers, rank=ctx.rank, world_size=ctx.world_size, augment=cfg.augment,
-            drop_last=per_rank > cfg.batch_size, pin_memory=self.device.type == "cuda")
+            drop_last=per_rank > cfg.batch_size, pin_memory=self.device.type == "cuda",
+            dataset=self._augmented_dataset())
         self.val_loader = data_mod.ShardLoader(
             self.val_images, data_mod.val_shard(len(self.val_images), ctx.rank, ctx.world_size),
-            batch_size=cfg.batch_size * 2, workers=workers if not cache else 0)
+            batch_size=cfg.batch_size * 2, workers=workers if not prepared.cached else 0)
 
         self.optimizer = build_optimizer(self.model, self.head, cfg)
         steps = math.ceil(self.loader.num_batches() / cfg.grad_accum)
@@ -260,7 +251,7 @@ class _Trainer:
         self._wrap()
         total, trainable, frozen = parameter_counts(self.model)
         return RunStart(
-            run_dir=self.run_dir, data=splits.description,
+            run_dir=self.run_dir, data=prepared.description,
             train_images=len(self.train_images), val_images=len(self.val_images),
             classes=self.classes, model=self.meta.model,
             weights=(built.weights_source if self.state is None
@@ -268,8 +259,81 @@ class _Trainer:
             input_size=tuple(self.meta.input_size), total_params=total,
             trainable_params=trainable, frozen_params=frozen, device=str(self.device),
             amp=self.amp.label, world_size=ctx.world_size, epochs=cfg.epochs,
-            start_epoch=self.epoch + 1, cached=cache, notes=built.notes,
+            start_epoch=self.epoch + 1, cached=prepared.cached, notes=built.notes,
             warnings=built.warnings)
+
+    # -- what a task decides (classification here; `train.segment` overrides these) -----
+    row_type: type = EpochRow
+
+    def _prepare(self, workers: int) -> _Prepared:
+        """Find the data, build the model, decode the images once (when they fit)."""
+        cfg = self.cfg
+        splits = data_mod.load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
+                                      val_split=cfg.val_split, seed=cfg.seed)
+        if cfg.img_size is None and splits.default_img_size:
+            cfg.img_size = splits.default_img_size
+        self.classes = splits.classes
+        self._check_resumed_classes()
+        built = build_model(model=cfg.model, class_names=self.classes,
+                            pretrained=cfg.pretrained and self.state is None,
+                            weights=cfg.weights if self.state is None else None,
+                            img_size=cfg.img_size, seed=cfg.seed)
+        meta = ModelMeta.from_dict(self.state["meta"]) if self.state is not None else built.meta
+        n_all = len(splits.train) + len(splits.val)
+        cache = cfg.cache if cfg.cache is not None else data_mod.cache_fits(n_all, meta)
+        if cfg.augment:
+            from toolbox.augment import build_augmenter
+
+            # Built once here only to fail fast on a bad spec; the workers build their own.
+            build_augmenter(cfg.augment, seed=cfg.seed)
+        train = data_mod.PreparedImages(
+            splits.train, meta, cache=cache, workers=workers, progress=self.progress,
+            label="training images")
+        val = data_mod.PreparedImages(
+            splits.val, meta, cache=cache, workers=workers, progress=self.progress,
+            label="validation images")
+        return _Prepared(built, train, val, splits.description, cache)
+
+    def _check_resumed_classes(self) -> None:
+        if self.state is not None and list(self.state["class_names"]) != self.classes:
+            raise ToolboxError(f"the checkpoint was trained on other classes "
+                               f"({len(self.state['class_names'])}) than the data now has "
+                               f"({len(self.classes)})", "resume with the same data")
+
+    def _loss(self) -> nn.Module:
+        return build_loss(self.cfg.loss, label_smoothing=self.cfg.label_smoothing,
+                          focal_gamma=self.cfg.focal_gamma)
+
+    def _augmented_dataset(self) -> Any:
+        """The training loader's dataset under `--augment` (None: the loader's own)."""
+        return None
+
+    def _meter(self) -> Any:
+        return Meter(len(self.classes), self.device)
+
+    def _row(self, epoch: int, train: Any, val: Any, **common: Any) -> EpochRow:
+        """The epoch's row from its reduced meters (`common`: lr, speed, time, frozen)."""
+        return EpochRow(epoch=epoch, train_loss=train.loss, train_acc1=train.acc1,
+                        val_loss=val.loss, val_acc1=val.acc1, val_acc5=val.acck,
+                        per_class=val.per_class, **common)
+
+    def _csv_columns(self) -> tuple[str, ...]:
+        return CSV_COLUMNS
+
+    def _csv_row(self, row: Any) -> dict[str, Any]:
+        return _row_dict(row)
+
+    def _score(self, row: Any) -> float:
+        """The figure that picks the best epoch (higher is better)."""
+        return row.val_acc1
+
+    def _log_scalars(self, row: Any) -> list[tuple[str, float]]:
+        return [("loss/train", row.train_loss), ("loss/val", row.val_loss),
+                ("acc1/train", row.train_acc1), ("acc1/val", row.val_acc1),
+                ("acc5/val", row.val_acc5), ("throughput/images_per_s", row.images_per_s)]
+
+    def _log_val_images(self, writer: Any, epoch: int) -> None:
+        """Pictures of the validation results each epoch (none for classification)."""
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -282,7 +346,7 @@ class _Trainer:
         if self.device.type == "cuda" and isinstance(state.get("cuda_rng"), torch.Tensor):
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.epoch = int(state["epoch"])
-        self.history = [EpochRow(**row) for row in state.get("history", [])]
+        self.history = [self.row_type(**row) for row in state.get("history", [])]
         self.best_acc1 = float(state.get("best_acc1", -1.0))
         self.best_epoch = int(state.get("best_epoch", 0))
 
@@ -347,10 +411,7 @@ class _Trainer:
     def _log_epoch(self, writer: Any, row: EpochRow, lrs: dict[str, float]) -> None:
         if writer is None:
             return
-        for tag, value in (("loss/train", row.train_loss), ("loss/val", row.val_loss),
-                           ("acc1/train", row.train_acc1), ("acc1/val", row.val_acc1),
-                           ("acc5/val", row.val_acc5), ("throughput/images_per_s",
-                                                        row.images_per_s)):
+        for tag, value in self._log_scalars(row):
             writer.add_scalar(tag, value, row.epoch)
         for name, lr in lrs.items():
             writer.add_scalar(f"lr/{name}", lr, row.epoch)
@@ -426,7 +487,7 @@ class _Trainer:
             self.progress.note(f"epoch {epoch}: backbone unfrozen (lr x{cfg.backbone_lr_scale:g})")
             self._wrap()
         train_mode(self.model, self.head)
-        meter = Meter(len(self.classes), self.device)
+        meter = self._meter()
         grid = None
         if writer is not None and epoch == 1:
             grid = lambda batch: self._log_grid(writer, batch, epoch)  # noqa: E731
@@ -443,25 +504,23 @@ class _Trainer:
             all_finite=ctx.all_finite if ctx.enabled else None)
         train = meter.reduce(ctx)
         throughput = ctx.all_reduce_sum([stats.images, stats.seconds])
-        val_meter = Meter(len(self.classes), self.device)
+        val_meter = self._meter()
         evaluate(self.model, self.val_loader, loss_fn=self.loss_fn, meta=self.meta,
                  device=self.device, meter=val_meter, channels_last=cfg.channels_last)
         val = val_meter.reduce(ctx)
         self.schedule.step_epoch(epoch, val.loss)
         seconds = float(throughput[1]) / ctx.world_size
-        row = EpochRow(epoch=epoch, train_loss=train.loss, train_acc1=train.acc1,
-                       val_loss=val.loss, val_acc1=val.acc1, val_acc5=val.acck,
-                       lr=lrs.get("head", next(iter(lrs.values()))),
-                       images_per_s=float(throughput[0]) / max(seconds, 1e-9),
-                       epoch_time_s=time.perf_counter() - t0, frozen=frozen,
-                       per_class=val.per_class)
-        if not (math.isfinite(val.loss) and math.isfinite(train.loss)):
-            raise NonFiniteLoss(f"the validation loss became {val.loss} at epoch {epoch}")
+        row = self._row(epoch, train, val, lr=lrs.get("head", next(iter(lrs.values()))),
+                        images_per_s=float(throughput[0]) / max(seconds, 1e-9),
+                        epoch_time_s=time.perf_counter() - t0, frozen=frozen)
+        if not (math.isfinite(row.val_loss) and math.isfinite(row.train_loss)):
+            raise NonFiniteLoss(f"the validation loss became {row.val_loss} at epoch {epoch}")
         self.history.append(row)
         self.epoch = epoch
-        improved = val.acc1 > self.best_acc1
+        score = self._score(row)
+        improved = score > self.best_acc1  # best_acc1: the best score (mIoU when segmenting)
         if improved:
-            self.best_acc1, self.best_epoch = val.acc1, epoch
+            self.best_acc1, self.best_epoch = score, epoch
         if ctx.is_main:
             state = self._checkpoint()
             save_checkpoint(runs.checkpoint_path(self.run_dir, runs.LAST_CHECKPOINT), state)
@@ -469,8 +528,9 @@ class _Trainer:
                 save_checkpoint(runs.checkpoint_path(self.run_dir, runs.BEST_CHECKPOINT), state)
                 self._save_model_file()
             write_metrics_csv(self.run_dir / runs.METRICS_FILE,
-                              [_row_dict(r) for r in self.history])
+                              [self._csv_row(r) for r in self.history], self._csv_columns())
             self._log_epoch(writer, row, lrs)
+            self._log_val_images(writer, epoch)
             if self.on_epoch is not None:
                 self.on_epoch(row)
         ctx.barrier()
@@ -481,7 +541,7 @@ class _Trainer:
         return FinetuneResult(
             run_dir=self.run_dir, model_file=self.run_dir / runs.MODEL_FILE,
             epochs=list(self.history), best_epoch=self.best_epoch,
-            best_val_acc1=self.best_acc1, final_val_acc1=self.history[-1].val_acc1,
+            best_val_acc1=self.best_acc1, final_val_acc1=self._score(self.history[-1]),
             per_class_acc=per_class, class_names=list(self.classes),
             tensorboard_command=tensorboard_command(self.run_dir),
             resumed_from=self.resumed_from)
