@@ -31,14 +31,24 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
 RUN python3 -m venv /opt/venv
 
+# pip settings for builds that must reach packages a particular way (a mirror, local wheel
+# folders, a constraints file, a company CA); unset by default, so plain pip defaults apply.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CONSTRAINT
+ARG PIP_CERT
+
+# torch/torchvision first, from the chosen index, so the CPU (or CUDA) build is the one used;
+# in their own layer, before the project is copied, so a code change does not reinstall them.
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch>=2.4,<2.15" "torchvision>=0.19,<0.30"
+
 WORKDIR /opt/tb
 COPY pyproject.toml README.md ./
 COPY toolbox ./toolbox
-# torch/torchvision first from the chosen index, so the CPU (or CUDA) build is the one used.
 # imaug declares both OpenCV wheels (one cv2/ folder): keep only the headless one, as the
 # Makefile does.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch>=2.4,<2.15" "torchvision>=0.19,<0.30" \
-    && pip install . \
+RUN pip install . \
     && pip uninstall -y opencv-python \
     && headless="$(python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
     && pip install --no-deps --force-reinstall "opencv-python-headless==${headless}" \

@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 RUN_STAMP := $(VENV)/.tb-run-installed
 DEV_STAMP := $(VENV)/.tb-dev-installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test fuzz lint bench clean venv docker-check
 
 # imaug declares both OpenCV wheels, which install the same cv2/ folder: keep only the headless
 # one (uninstalling the GUI wheel deletes the shared files, so reinstall the headless files).
@@ -46,8 +46,18 @@ lint: $(DEV_STAMP)
 test: $(DEV_STAMP) lint
 	$(BIN)/python -m pytest -q
 
+# The property-based tests with 25x the examples `make test` gives them (found failures are
+# kept in .hypothesis/ and replayed first next time).
+fuzz: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q tests/test_fuzz_*.py --hypothesis-profile=fuzz
+
 bench: $(DEV_STAMP)
 	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# Builds the Dockerfile for real with buildah and runs tb inside the image (root, minutes; not
+# part of `make test`). See tools/docker_check.py.
+docker-check:
+	$(PYTHON) tools/docker_check.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

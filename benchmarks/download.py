@@ -22,8 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from datasets_helpers import FileServer  # noqa: E402
 
-from toolbox.datasets._download import DownloadSettings, download  # noqa: E402
-from toolbox.datasets._verify import md5_file  # noqa: E402
+from toolbox.datasets import DownloadSettings, download, md5_file  # noqa: E402
 
 
 def _urllib_copy(url: str, dest: Path) -> None:

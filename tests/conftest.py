@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner
 
 from toolbox.cli.app import app
@@ -15,6 +16,13 @@ from toolbox.cli.app import app
 TB = Path(sys.executable).parent / "tb"
 REPO = Path(__file__).resolve().parent.parent
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# Fuzz budgets (tests/test_fuzz_*.py): `make test` runs each property a few hundred times,
+# `make fuzz` (`--hypothesis-profile=fuzz`) far longer. No deadline: timings on a shared
+# 2-core machine are too noisy for one.
+settings.register_profile("tb", max_examples=200, deadline=None)
+settings.register_profile("fuzz", max_examples=5000, deadline=None)
+settings.load_profile("tb")
 
 
 @pytest.fixture(scope="session")

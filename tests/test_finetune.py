@@ -153,7 +153,7 @@ def test_unfreeze_at_trains_the_backbone_with_a_lower_lr(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import toolbox.train.run as run_mod
+    import toolbox.train.trainer as run_mod
 
     real = run_mod.build_loss
 

@@ -89,6 +89,15 @@ def test_each_mode_tags_by_relative_path_and_fits_size(mixed, tmp_path, invoke):
     assert report["skipped"][0]["reason"] == "not an image"
 
 
+def test_tensorboard_option_names_the_log_dir_like_every_other_command(mixed, tmp_path, invoke):
+    logdir = tmp_path / "tb logs"
+    result = invoke("log-images", mixed, "--tensorboard", logdir, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["logdir"] == str(logdir)
+    [event] = _events(logdir).Images("images")
+    assert event.width > 0 and event.height > 0
+
+
 def test_each_mode_without_size_keeps_sizes_and_globs_work(mixed, tmp_path, invoke):
     logdir = tmp_path / "logs"
     result = invoke("log-images", str(mixed / "*.png"), "--logdir", logdir, "--mode", "each")

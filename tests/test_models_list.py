@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from toolbox.models import _registry
-from toolbox.models._registry import index_key, index_path, list_models, load_index
+from toolbox.models import _registry, list_models
+from toolbox.models._registry import index_key, index_path, load_index
 
 HEAVY = ("torch", "torchvision", "timm")
 

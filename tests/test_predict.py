@@ -176,8 +176,9 @@ def test_loader_items_pickle_for_spawned_workers(trained):
     """Workers started by spawn/forkserver (macOS, newer Pythons) receive the readers pickled."""
     import pickle
 
-    from toolbox.inference._loading import FileReader, PickedReader, _Items
+    from toolbox.inference._loading import _Items
     from toolbox.models import read_meta
+    from toolbox.sources import FileReader, PickedReader
 
     run, data = trained
     files = sorted(data.rglob("*.png"))

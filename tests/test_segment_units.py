@@ -3,6 +3,8 @@ images and masks, the encoder-decoder models, overlays and palette PNGs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -134,7 +136,9 @@ def test_bad_pairs_are_skipped_with_one_line_each(tmp_path):
     assert splits.classes == ["background", "thing"]
     assert [p.image.stem for p in splits.train] == ["ok0", "ok1", "ok2", "ok3"]
     assert [p.image.stem for p in splits.val] == ["v0", "v1"]
-    reasons = {bad.path.stem: bad.reason for bad in splits.skipped}
+    reasons = {Path(bad.path).stem: bad.reason for bad in splits.skipped}
+    assert {bad.path for bad in splits.skipped} == {
+        "train/images/nomask.png", "train/masks/small.png", "train/masks/toohigh.png"}
     assert reasons["nomask"].startswith("no mask masks/nomask.png")
     assert reasons["small"] == "mask is 10x6, image is 10x12"
     assert reasons["toohigh"].startswith("class index 7 but there are only 2 classes")

@@ -7,13 +7,15 @@ import textwrap
 
 import pytest
 
+from toolbox.cli.summary import parse_columns, parse_input_size, parse_model_args
 from toolbox.errors import ToolboxError
-from toolbox.models import ModelMeta, count_macs, create_model, save_safetensors, summarize
-from toolbox.models._summary import (
-    parse_columns,
+from toolbox.models import (
+    ModelMeta,
+    count_macs,
+    create_model,
     parse_dtype,
-    parse_input_size,
-    parse_model_args,
+    save_safetensors,
+    summarize,
 )
 
 RESNET18_PARAMS = 11_689_512

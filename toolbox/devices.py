@@ -1,7 +1,9 @@
-"""Turning `--device auto|cpu|cuda[:N]|mps` into a torch.device, with clear errors."""
+"""Devices and what follows from them: `--device` to a torch.device (with clear errors), the
+autocast dtype and the default worker count, each rule written once for every command."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from toolbox.errors import ToolboxError
@@ -40,3 +42,28 @@ def resolve_device(spec: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ToolboxError(f"unsupported device '{spec}'", "use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def autocast_dtype(device_type: str, requested: str = "auto") -> torch.dtype:
+    """The mixed-precision dtype, one rule for training and inference: float16 on CUDA unless
+    `requested` is bf16; bfloat16 on the CPU and MPS (float16 there would need loss scaling
+    for training, which tb does with CUDA's GradScaler only; inference follows so a model is
+    evaluated in the precision it was trained in)."""
+    import torch
+
+    if device_type == "cuda" and requested in ("auto", "fp16"):
+        return torch.float16
+    return torch.bfloat16
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, as under taskset or a cgroup)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_workers(cap: int | None = None) -> int:
+    """The default number of worker processes: one per usable core, at most `cap`."""
+    cores = usable_cores()
+    return cores if cap is None else max(1, min(cap, cores))

@@ -1,4 +1,5 @@
-"""Atomic file writes: outputs appear complete under their final name, or not at all."""
+"""Atomic file writes (outputs appear complete under their final name, or not at all) and a
+file test that is safe on any user text."""
 
 from __future__ import annotations
 
@@ -70,3 +71,16 @@ def atomic_folder(dest: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def is_file(path: str | Path) -> bool:
+    """Whether `path` names an existing regular file; False for text no file can have.
+
+    `Path.is_file()` raises OSError for names the operating system refuses to look up (longer
+    than its NAME_MAX or PATH_MAX), so a long inline spec asked "is this a file?" crashed
+    instead of being parsed as text.
+    """
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False

@@ -20,6 +20,7 @@ import numpy as np
 from toolbox.errors import ToolboxError
 from toolbox.images import ImageReadError, collect_images, read_image
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import SkippedFile
 from toolbox.tensorboard import (
     add_image,
     fit_to_size,
@@ -43,12 +44,6 @@ class WrittenImage:
     height: int
     images: int  # source images it shows
     labels: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SkippedFile:
-    path: Path
-    reason: str
 
 
 @dataclass
@@ -100,7 +95,7 @@ def _from_files(sources: list[str | Path], max_images: int | None, progress: Pro
             items.append(_Item(read_image(path), name))
             progress.advance()
         except ImageReadError as exc:
-            skipped.append(SkippedFile(path, exc.reason))
+            skipped.append(SkippedFile(name, exc.reason))
     progress.finish()
     if not items:
         raise ToolboxError(f"none of the {len(files)} files in {shown} could be read as images",
@@ -146,7 +141,7 @@ def log_images(*, logdir: Path, src: str | Path | Sequence[str | Path] | None = 
     progress = progress or NullProgress()
     if (src is None) == (dataset is None):
         raise ToolboxError("give either image files (SRC) or --dataset, not both or neither",
-                           "e.g. tb log-images photos/ --logdir runs/x")
+                           "e.g. tb log-images photos/ --tensorboard runs/x")
     if mode not in MODES:
         from toolbox.errors import unknown_name
 

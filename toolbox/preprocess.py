@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from toolbox.models._checkpoint import ModelMeta
+from toolbox.models import ModelMeta
 
 if TYPE_CHECKING:
     import numpy as np

@@ -4,6 +4,10 @@ Reproducibility: every output is a function of (seed, relative path, copy index)
 each copy the augmenter tree is re-seeded with a hash of those three, so the bytes written do not
 depend on `workers`, on which worker got the file, or on the order files finish in.
 
+Sharing one job between machines (`shard`): each file belongs to the shard a hash of its
+relative path picks, so N runs with the same seed, each given one shard, write between them
+exactly the files (and bytes) one run would.
+
 Memory stays flat as folders grow: the main process only holds the plan (paths) and keeps a
 bounded number of files in flight; each worker reads, augments and writes its own files, and
 sends back a few counters.
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolbox.augment._masks import augment_with_mask
 from toolbox.augment._spec import AugmentSpecError, Pipeline, pipeline_to_yaml
+from toolbox.devices import default_workers
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_path, atomic_write_text
 from toolbox.images import (
@@ -42,6 +47,7 @@ from toolbox.images import (
     write_image,
 )
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import SkippedFile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,14 +58,6 @@ MASKS_DIR = "masks"
 IMAGES_DIR = "images"
 _IN_FLIGHT_PER_WORKER = 4  # enough to keep workers busy, small enough to keep memory flat
 _CHUNK = 8  # files per round trip to a worker, at most
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """An input that produced no output, and why."""
-
-    path: str  # relative to SRC
-    reason: str
 
 
 @dataclass
@@ -79,6 +77,7 @@ class AugmentReport:
     originals_copied: int = 0
     masks_written: int = 0
     already_done: int = 0  # inputs whose outputs all existed (--skip-existing)
+    shard: str | None = None  # "K/N" when this run did one shard of the job
     skipped: list[SkippedFile] = field(default_factory=list)
     skip_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -88,8 +87,9 @@ class AugmentReport:
 
     @property
     def nothing_written(self) -> bool:
-        """True when the run produced nothing and had nothing left to do from an earlier run."""
-        return self.images_written == 0 and self.already_done == 0
+        """True when the run produced nothing and had nothing left to do from an earlier run
+        (a shard that holds no files had nothing to do: not a failure)."""
+        return self.images_found > 0 and self.images_written == 0 and self.already_done == 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,17 @@ def derive_seed(seed: int, relative: str, copy: int) -> int:
     """The seed of one output: a hash of (run seed, relative path, copy index)."""
     digest = hashlib.blake2b(f"{seed}\0{relative}\0{copy}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def in_shard(relative: str, shard: tuple[int, int]) -> bool:
+    """Whether the file at `relative` (POSIX, relative to SRC) belongs to shard (K, N).
+
+    A hash rather than a position in the sorted list: a file's shard does not change when
+    other files are added or removed, so a retried shard redoes only its own files.
+    """
+    index, count = shard
+    digest = hashlib.blake2b(relative.encode(), digest_size=8, person=b"tb-shard").digest()
+    return int.from_bytes(digest, "little") % count == index
 
 
 # ------------------------------------------------------------------------------ workers
@@ -173,7 +184,7 @@ def _warm() -> int:
 
 def _configure(job: _Job) -> None:
     if _WORKER.get("key") != job.key:
-        from toolbox.augment import build_pipeline
+        from toolbox.augment._pipeline import build_pipeline
 
         _WORKER.clear()
         _WORKER.update(key=job.key, augmenter=build_pipeline(job.pipeline, check=False),
@@ -283,7 +294,9 @@ def _output_ext(relative: Path, image_format: str | None) -> str:
 
 def _plan(files: list, out: Path, masks_root: Path | None, copies: int,
           include_original: bool, image_format: str | None, skip_existing: bool,
-          report: AugmentReport) -> list[_Task]:
+          report: AugmentReport, shard: tuple[int, int] | None = None) -> list[_Task]:
+    """The tasks of this run (of its shard). Every shard checks every file's output names,
+    so each skips the same name clashes an unsharded run would."""
     images_out = out / IMAGES_DIR if masks_root is not None else out
     masks_out = out / MASKS_DIR
     inputs = {f.path for f in files}
@@ -314,10 +327,14 @@ def _plan(files: list, out: Path, masks_root: Path | None, copies: int,
             raise ToolboxError(f"output {clash} would overwrite an input",
                                "pick an OUT folder outside SRC and the masks folder")
         other = next((seen[d] for d in dests if d in seen), None)
+        mine = shard is None or in_shard(rel_posix, shard)
         if other is not None:
-            report.skipped.append(SkippedFile(rel_posix, f"same output name as {other}"))
+            if mine:
+                report.skipped.append(SkippedFile(rel_posix, f"same output name as {other}"))
             continue
         seen.update(dict.fromkeys(dests, rel_posix))
+        if not mine:
+            continue
         if skip_existing:
             planned = [(k, d, m) for k, d, m in planned
                        if not (d.exists() and (m is None or m.exists()))]
@@ -467,6 +484,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
                    workers: int | None = None, masks: str | Path | None = None,
                    skip_existing: bool = False, preview: str | Path | None = None,
                    preview_count: int = 4, tensorboard: str | Path | None = None,
+                   shard: tuple[int, int] | None = None,
                    progress: Progress | None = None) -> AugmentReport:
     """Augment every image under SRC into OUT, mirroring SRC's sub-folders.
 
@@ -488,6 +506,8 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
         preview: write a PNG grid of a few originals beside their augmented copies.
         preview_count: rows in the preview grid.
         tensorboard: also log the preview grid (and the pipeline) to this log dir.
+        shard: (K, N), 0 <= K < N: do only the files of shard K of N (see `in_shard`); every
+            shard needs the same seed, so one must be given (or be in the pipeline file).
         progress: receives progress and notes (the CLI passes a rich bar).
 
     Raises:
@@ -510,6 +530,9 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
                                f"choose one of: {', '.join(sorted(set(FORMATS) - {'jpeg'}))}")
     if workers is not None and workers < 1:
         raise ToolboxError(f"--workers must be at least 1, got {workers}")
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ToolboxError(f"--shard {shard[0]}/{shard[1]}: K must be in 0..N-1",
+                           "number shards from 0, e.g. --shard 0/3, 1/3, 2/3")
     masks_root = None
     if masks is not None:
         masks_root = Path(masks).resolve()
@@ -519,8 +542,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
 
     # The spec is parsed, validated and test-run before any image is read.
     pipeline = _checked_pipeline(spec)
-    n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    wanted = workers or n_cpu or 1
+    wanted = workers or default_workers()
     # Worker processes start now, while this process plans the run.
     pool = _WarmPool(wanted) if wanted > 1 else None
     try:
@@ -528,7 +550,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
                       include_original=include_original, image_format=image_format,
                       quality=quality, masks_root=masks_root, skip_existing=skip_existing,
                       preview=preview, preview_count=preview_count, tensorboard=tensorboard,
-                      progress=progress)
+                      shard=shard, progress=progress)
     except BaseException:
         if pool is not None:
             pool.close(cancel=True)
@@ -543,7 +565,7 @@ def _checked_pipeline(spec: str | Path) -> Pipeline:
     processes can be forked from it safely."""
     import cv2
 
-    from toolbox.augment import build_pipeline, load_spec
+    from toolbox.augment._pipeline import build_pipeline, load_spec
 
     pipeline = load_spec(spec)
     previous = cv2.getNumThreads()
@@ -559,7 +581,7 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
          seed: int | None, copies: int, include_original: bool, image_format: str | None,
          quality: int | None, masks_root: Path | None, skip_existing: bool,
          preview: str | Path | None, preview_count: int, tensorboard: str | Path | None,
-         progress: Progress) -> AugmentReport:
+         shard: tuple[int, int] | None, progress: Progress) -> AugmentReport:
     check_out_location(src, out, masks_root)
     out_path = Path(out)
     if preview is not None and Path(preview).resolve().suffix.lower() != ".png":
@@ -577,6 +599,10 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
     if recorded is not None and recorded.steps != pipeline.steps:
         progress.note(f"warning: {out_path / PIPELINE_FILE} holds a different pipeline; the "
                       "outputs kept by --skip-existing were made with it")
+    if shard is not None and seed is None and pipeline.seed is None:
+        raise ToolboxError("--shard needs a seed that every shard shares",
+                           "pass the same --seed N to every shard (or a pipeline file with "
+                           "a seed)")
     if seed is not None:
         seed_source = "--seed"
     elif pipeline.seed is not None:
@@ -591,8 +617,13 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
         src=str(src), out=str(out_path), pipeline_file=str(out_path / PIPELINE_FILE),
         seed=int(seed), seed_source=seed_source, workers=0, copies=copies,
         images_found=len(files))
+    if shard is not None:
+        report.shard = f"{shard[0]}/{shard[1]}"
+        report.images_found = sum(in_shard(f.relative.as_posix(), shard) for f in files)
+        if not report.images_found:
+            progress.note(f"shard {report.shard} holds none of the {len(files)} images")
     tasks = _plan(files, out_path, masks_root, copies, include_original, image_format,
-                  skip_existing, report)
+                  skip_existing, report, shard)
     if pool is not None and len(tasks) < 2:
         pool = None  # not worth a round trip to another process
     report.workers = min(pool.workers, len(tasks)) if pool is not None else 1

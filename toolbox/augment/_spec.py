@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from toolbox.errors import ToolboxError
+from toolbox.fileio import is_file
 
 # Parameters whose values are augmenters (or lists of them) rather than plain values.
 CHILD_PARAMS = frozenset({"children", "then_list", "else_list", "foreground", "background"})
@@ -33,6 +34,8 @@ _MARKERS = ("uniform", "choice", "tuple")
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv}
 _SPEC_HINT = "see `tb augment --list` and the `tb augment` section of the README"
+_SEPARATOR_HINT = ("write augmenter calls separated by ';' (or ','), e.g. "
+                   "\"Fliplr(0.5); Affine(rotate=(-25, 25))\"")
 
 
 class AugmentSpecError(ToolboxError):
@@ -62,6 +65,16 @@ class Pipeline:
     source: str = ""  # "preset medium", "inline", or the file path
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters for an error line (a spec can be thousands long)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _source(text: str, node: ast.AST) -> str:
+    """The (shortened) text of `node`, to quote in an error."""
+    return _shorten(ast.get_source_segment(text, node) or "")
+
+
 def _err(where: str, message: str, hint: str | None = _SPEC_HINT) -> AugmentSpecError:
     return AugmentSpecError(f"{where}: {message}" if where else message, hint)
 
@@ -71,18 +84,18 @@ def _literal(node: ast.AST, where: str, text: str) -> Any:
     """A Python literal (or nested augmenter call) from an AST node, never evaluating code."""
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bytes | complex) or node.value is Ellipsis:
-            raise _err(where, f"unsupported value {ast.get_source_segment(text, node)!r}")
+            raise _err(where, f"unsupported value {_source(text, node)!r}")
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         value = _literal(node.operand, where, text)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _err(where, f"cannot negate {ast.get_source_segment(text, node)!r}")
+            raise _err(where, f"cannot negate {_source(text, node)!r}")
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _literal(node.left, where, text), _literal(node.right, where, text)
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right)):
             raise _err(where, f"arithmetic only works on numbers: "
-                              f"{ast.get_source_segment(text, node)!r}")
+                              f"{_source(text, node)!r}")
         try:
             return _BINOPS[type(node.op)](left, right)
         except ZeroDivisionError:
@@ -94,14 +107,20 @@ def _literal(node: ast.AST, where: str, text: str) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise _err(where, "`**` is not supported in a pipeline spec")
-        return {_literal(k, where, text): _literal(v, where, text)
+        # imgaug's dict parameters are keyed by names ({'height': 64}); YAML writes only
+        # string keys, so any other key would not survive the pipeline.yaml round trip.
+        bad = next((k for k in node.keys if not (isinstance(k, ast.Constant)
+                                                 and isinstance(k.value, str))), None)
+        if bad is not None:
+            raise _err(where, f"dictionary keys must be quoted names, got {_source(text, bad)!r}")
+        return {k.value: _literal(v, where, text)
                 for k, v in zip(node.keys, node.values, strict=True)}
     if isinstance(node, ast.Call):
         return _call(node, where, text)
     if isinstance(node, ast.Name):
         raise _err(where, f"'{node.id}' is not a value; write strings in quotes, "
                           "augmenters with parentheses, e.g. Fliplr(0.5)")
-    raise _err(where, f"not a literal value: {ast.get_source_segment(text, node)!r}")
+    raise _err(where, f"not a literal value: {_source(text, node)!r}")
 
 
 def _dotted_name(node: ast.AST) -> str | None:
@@ -126,7 +145,7 @@ def _call_name(node: ast.Call, where: str, text: str) -> str:
     name = _dotted_name(node.func)
     if name is None:
         raise _err(where, f"expected an augmenter name, got "
-                          f"{ast.get_source_segment(text, node.func)!r}")
+                          f"{_source(text, node.func)!r}")
     return name
 
 
@@ -146,31 +165,58 @@ def _call(node: ast.Call, where: str, text: str) -> Step:
     return Step(name, tuple(args), tuple(kwargs), where=inner)
 
 
+def _step_nodes(tree: ast.Module) -> list[ast.AST]:
+    """The expressions that are steps, in order: one per statement, except that a line of
+    comma-separated augmenters (`A(1), B(2)`, a tuple to Python) or a list of them
+    (`[A(1), B(2)]`, as Python code hands `iaa.Sequential` its children) gives each of them."""
+    nodes: list[ast.AST] = []
+    for stmt in tree.body:
+        value = stmt.value if isinstance(stmt, ast.Expr) else stmt
+        if (isinstance(value, ast.Tuple | ast.List) and value.elts
+                and all(isinstance(e, ast.Call) or _dotted_name(e) for e in value.elts)):
+            nodes.extend(value.elts)
+        else:
+            nodes.append(value)
+    return nodes
+
+
 def parse_inline(text: str, where: str = "") -> list[Step]:
-    """Steps from inline text: augmenter calls separated by `;` or new lines."""
+    """Steps from inline text: augmenter calls separated by `;`, `,` or new lines."""
+    text = text.strip()
     try:
-        tree = ast.parse(text.strip(), mode="exec")
+        tree = ast.parse(text, mode="exec")
     except SyntaxError as exc:
         col = f" at column {exc.offset}" if exc.offset else ""
-        raise _err(where, f"cannot parse pipeline spec {text.strip()!r}: {exc.msg}{col}",
-                   "write augmenter calls separated by ';', e.g. "
-                   "\"Fliplr(0.5); Affine(rotate=(-25, 25))\"") from None
+        raise _err(where, f"cannot parse pipeline spec {_shorten(text)!r}: {exc.msg}{col}",
+                   _SEPARATOR_HINT) from None
+    except (MemoryError, RecursionError):  # nesting deeper than Python's parser allows
+        raise _too_deep(where) from None
+    try:
+        return _steps_from_tree(tree, where, text)
+    except RecursionError:  # e.g. 2,000 chained `1+1+...`: deeper than this walk can go
+        raise _too_deep(where) from None
+
+
+def _too_deep(where: str) -> AugmentSpecError:
+    return _err(where, "the pipeline spec is nested too deeply to parse",
+                "write a flat list of steps separated by ';'")
+
+
+def _steps_from_tree(tree: ast.Module, where: str, text: str) -> list[Step]:
+    nodes = _step_nodes(tree)
     steps = []
-    for index, stmt in enumerate(tree.body, start=1):
-        if not where:
-            item = f"item {index}"
-        else:  # an inline string inside a file: name it by its place in the file
-            item = where if len(tree.body) == 1 else f"{where}[{index}]"
-        segment = ast.get_source_segment(text.strip(), stmt) or ""
-        label = f"{item} `{segment}`"
-        bare = _dotted_name(stmt.value) if isinstance(stmt, ast.Expr) else None
+    for index, node in enumerate(nodes, start=1):
+        # An inline string inside a file is named by its place in the file.
+        item = (f"item {index}" if not where
+                else where if len(nodes) == 1 else f"{where}[{index}]")
+        bare = _dotted_name(node)
         if bare is not None:  # a name without parentheses: no arguments
             steps.append(Step(bare, where=f"{item} > {bare}"))
             continue
-        if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
-            raise _err(label, "expected an augmenter call such as Fliplr(0.5)")
-        step = _call(stmt.value, item, text.strip())
-        steps.append(step)
+        if not isinstance(node, ast.Call):
+            raise _err(f"{item} `{_source(text, node)}`",
+                       "expected an augmenter call such as Fliplr(0.5)", _SEPARATOR_HINT)
+        steps.append(_call(node, item, text))
     if not steps:
         raise _err(where, "the pipeline spec is empty", "e.g. --aug \"Fliplr(0.5)\"")
     return steps
@@ -295,7 +341,7 @@ def load_pipeline_file(path: str | Path) -> Pipeline:
     import yaml
 
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise AugmentSpecError(f"pipeline file not found: {path}",
                                "pass a .yaml/.yml/.json file, a preset or an inline spec")
     try:
@@ -305,11 +351,18 @@ def load_pipeline_file(path: str | Path) -> Pipeline:
                                "pass a UTF-8 .yaml/.yml/.json file") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    # ValueError: JSON's own errors, and numbers over Python's 4,300-digit int limit.
+    except (ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AugmentSpecError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {first}",
                                None) from None
-    pipeline = pipeline_from_data(data, str(path))
+    except RecursionError:
+        raise AugmentSpecError(f"{path}: nested too deeply to read") from None
+    try:
+        pipeline = pipeline_from_data(data, str(path))
+    except RecursionError:  # a YAML alias that contains itself (`&a [*a]`) never ends
+        raise AugmentSpecError(f"{path}: an item contains itself (a YAML alias loop) or is "
+                               "nested too deeply", "write each augmenter out in full") from None
     return Pipeline(pipeline.steps, pipeline.seed, str(path))
 
 

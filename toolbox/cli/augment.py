@@ -20,6 +20,24 @@ class ImageFormat(StrEnum):
     webp = "webp"
 
 
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    """`K/N` (0 <= K < N) as a tuple; a usage error otherwise."""
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    try:
+        # isdecimal, not isdigit: '²' is a digit that int() refuses; int() also refuses
+        # numbers over 4,300 digits (ValueError).
+        shard = (int(index), int(count)) if (index.strip().isdecimal()
+                                             and count.strip().isdecimal()) else None
+    except ValueError:
+        shard = None
+    if shard is None or not 0 <= shard[0] < shard[1]:
+        raise typer.BadParameter(f"{value!r} is not K/N with 0 <= K < N (e.g. 0/4)",
+                                 param_hint="--shard")
+    return shard
+
+
 def _list(as_json: bool) -> None:
     from rich.markup import escape
 
@@ -60,6 +78,8 @@ def _render_report(report, as_json: bool) -> None:
         rows.append(("masks written", report.masks_written))
     if report.already_done:
         rows.append(("already done (--skip-existing)", report.already_done))
+    if report.shard:
+        rows.append(("shard", report.shard))
     rows.append(("skipped", len(report.skipped)))
     rows += [(f"  {reason}", count) for reason, count in sorted(report.skip_reasons.items())]
     rows += [
@@ -113,6 +133,9 @@ def augment(
         "--preview", help="Write a PNG grid of originals beside their augmented copies.")
     ] = None,
     tensorboard: LogdirOpt = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", metavar="K/N", help="Do only shard K (from 0) of N: files split by a hash "
+        "of their path; N runs with one --seed write what one run would.")] = None,
     list_: Annotated[bool, typer.Option(
         "--list", help="List the augmenters with their parameters and defaults.")] = False,
     as_json: JsonOpt = False,
@@ -131,6 +154,8 @@ def augment(
 
         tb augment imgs/ out2/ --pipeline out/pipeline.yaml
 
+        tb augment imgs/ out/ --seed 0 --shard 2/8 --skip-existing
+
         tb augment --list
     """
     if list_:
@@ -144,6 +169,10 @@ def augment(
     if len(given) > 1:
         raise typer.BadParameter(f"{' and '.join(given)} are exclusive: give one pipeline",
                                  param_hint=given[0])
+    shard_spec = _parse_shard(shard)
+    if shard_spec is not None and seed is None and pipeline is None:
+        raise typer.BadParameter("every shard needs the same seed: add --seed N",
+                                 param_hint="--shard")
     from toolbox.augment import DEFAULT_PRESET, PRESETS, augment_folder
     from toolbox.cli.progress import make_progress
 
@@ -160,7 +189,7 @@ def augment(
         src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
         image_format=image_format.value if image_format else None, quality=quality,
         workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
-        tensorboard=tensorboard, progress=make_progress(enabled=not as_json))
+        tensorboard=tensorboard, shard=shard_spec, progress=make_progress(enabled=not as_json))
     _render_report(report, as_json)
     if report.nothing_written:
         raise ToolboxError(f"nothing could be written: all {report.images_found} input(s) "

@@ -107,9 +107,7 @@ def fetch_command(
       tb datasets fetch fashion-mnist --root ./data --export-segmentation ./fmnist-seg --binary
     """
     from toolbox.cli.progress import make_progress
-    from toolbox.datasets import default_root, get_dataset
-    from toolbox.datasets._download import DownloadSettings
-    from toolbox.datasets._fetch import fetch_dataset
+    from toolbox.datasets import DownloadSettings, default_root, fetch_dataset, get_dataset
 
     get_dataset(name)  # unknown names fail before anything is touched
     if (binary or canvas_size != 96) and export_segmentation is None:

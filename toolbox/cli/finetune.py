@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,10 +10,14 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
+from toolbox.train import FinetuneConfig
 
 if TYPE_CHECKING:
     from toolbox.train import EpochRow, FinetuneResult, RunStart
     from toolbox.train.segment import SegmentEpochRow, SegmentResult
+
+# Every default comes from the service's config, so the CLI and the Python API cannot drift.
+_D = FinetuneConfig()
 
 _DATA = "Data"
 _MODEL = "Model"
@@ -126,7 +129,7 @@ def finetune_command(
         rich_help_panel=_DATA)] = None,
     val_split: Annotated[float, typer.Option(
         "--val-split", help="Stratified, seeded validation fraction when there is no val/.",
-        rich_help_panel=_DATA)] = 0.2,
+        rich_help_panel=_DATA)] = _D.val_split,
     img_size: Annotated[int | None, typer.Option(
         "--img-size", help="Input size (default: the model's pretrained config; 32 for the "
                            "demo digits).", rich_help_panel=_DATA)] = None,
@@ -140,49 +143,49 @@ def finetune_command(
     ] = None,
     model: Annotated[str, typer.Option(
         "--model", help="timm or torchvision name, as `tb models list` shows.",
-        rich_help_panel=_MODEL)] = "resnet18",
+        rich_help_panel=_MODEL)] = _D.model,
     pretrained: Annotated[bool, typer.Option(
         "--pretrained/--no-pretrained", help="Start from the hub's pretrained weights (or its "
                                              "cache); offline without a cache: random init.",
-        rich_help_panel=_MODEL)] = True,
+        rich_help_panel=_MODEL)] = _D.pretrained,
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Start from a local .safetensors/.pth (e.g. an earlier run's "
                           "model.safetensors); a head of another size is dropped.",
         rich_help_panel=_MODEL)] = None,
     decoder: Annotated[str, typer.Option(
         "--decoder", help="--task segment: fpn or unet over the model's features_only "
-                          "encoder.", rich_help_panel=_MODEL)] = "fpn",
+                          "encoder.", rich_help_panel=_MODEL)] = _D.decoder,
     freeze: Annotated[bool, typer.Option(
         "--freeze", help="Train only the new head (the decoder when segmenting); the backbone "
                          "and its BatchNorm statistics stay fixed.", rich_help_panel=_MODEL)
-    ] = False,
+    ] = _D.freeze,
     unfreeze_at: Annotated[int | None, typer.Option(
         "--unfreeze-at", help="With --freeze: train the backbone too from this epoch on.",
         rich_help_panel=_MODEL)] = None,
     backbone_lr_scale: Annotated[float, typer.Option(
         "--backbone-lr-scale", help="Backbone learning rate = lr x this, after --unfreeze-at.",
-        rich_help_panel=_MODEL)] = 0.1,
+        rich_help_panel=_MODEL)] = _D.backbone_lr_scale,
     epochs: Annotated[int | None, typer.Option(
-        "--epochs", help="Epochs to train (default: 5); with --resume, a new total.",
+        "--epochs", help=f"Epochs to train (default: {_D.epochs}); with --resume, a new total.",
         show_default=False, rich_help_panel=_TRAIN)] = None,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", help="Images per step (per process under torchrun).",
-        rich_help_panel=_TRAIN)] = 64,
+        rich_help_panel=_TRAIN)] = _D.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.",
-                                      rich_help_panel=_TRAIN)] = 1e-3,
+                                      rich_help_panel=_TRAIN)] = _D.lr,
     weight_decay: Annotated[float, typer.Option(
         "--weight-decay", help="Weight decay (not on biases and norms).",
-        rich_help_panel=_TRAIN)] = 0.05,
+        rich_help_panel=_TRAIN)] = _D.weight_decay,
     opt: Annotated[str, typer.Option("--opt", help="adamw, adam or sgd.",
-                                     rich_help_panel=_TRAIN)] = "adamw",
+                                     rich_help_panel=_TRAIN)] = _D.opt,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum (Nesterov).",
-                                            rich_help_panel=_TRAIN)] = 0.9,
+                                            rich_help_panel=_TRAIN)] = _D.momentum,
     sched: Annotated[str, typer.Option(
         "--sched", help="cosine, step, multistep, exponential, onecycle, plateau or none.",
-        rich_help_panel=_TRAIN)] = "cosine",
+        rich_help_panel=_TRAIN)] = _D.sched,
     warmup_epochs: Annotated[int, typer.Option(
         "--warmup-epochs", help="Linear warm-up epochs before the schedule.",
-        rich_help_panel=_TRAIN)] = 0,
+        rich_help_panel=_TRAIN)] = _D.warmup_epochs,
     step_size: Annotated[int | None, typer.Option(
         "--step-size", help="step: epochs between decays (default: a third of the run).",
         show_default=False, rich_help_panel=_TRAIN)] = None,
@@ -191,30 +194,31 @@ def finetune_command(
         rich_help_panel=_TRAIN)] = None,
     gamma: Annotated[float, typer.Option(
         "--gamma", help="Decay factor of step, multistep and exponential.",
-        rich_help_panel=_TRAIN)] = 0.1,
+        rich_help_panel=_TRAIN)] = _D.gamma,
     loss: Annotated[str, typer.Option("--loss", help="ce, focal, bce or dice; segment: ce, "
                                                      "dice, ce+dice or focal.",
-                                      rich_help_panel=_TRAIN)] = "ce",
+                                      rich_help_panel=_TRAIN)] = _D.loss,
     label_smoothing: Annotated[float, typer.Option(
         "--label-smoothing", help="Label smoothing for ce (and bce).",
-        rich_help_panel=_TRAIN)] = 0.0,
+        rich_help_panel=_TRAIN)] = _D.label_smoothing,
     grad_accum: Annotated[int, typer.Option(
-        "--grad-accum", help="Batches per optimizer step.", rich_help_panel=_TRAIN)] = 1,
+        "--grad-accum", help="Batches per optimizer step.",
+        rich_help_panel=_TRAIN)] = _D.grad_accum,
     clip_grad: Annotated[float | None, typer.Option(
         "--clip-grad", help="Clip the gradient norm to this.", rich_help_panel=_TRAIN)] = None,
     amp: Annotated[bool, typer.Option(
         "--amp", help="Mixed precision: float16 + GradScaler on CUDA, bfloat16 on the CPU.",
-        rich_help_panel=_TRAIN)] = False,
+        rich_help_panel=_TRAIN)] = _D.amp,
     amp_dtype: Annotated[str, typer.Option(
-        "--amp-dtype", help="auto, fp16 or bf16.", rich_help_panel=_TRAIN)] = "auto",
+        "--amp-dtype", help="auto, fp16 or bf16.", rich_help_panel=_TRAIN)] = _D.amp_dtype,
     channels_last: Annotated[bool, typer.Option(
         "--channels-last", help="NHWC memory layout (often faster for convolutions).",
-        rich_help_panel=_TRAIN)] = False,
+        rich_help_panel=_TRAIN)] = _D.channels_last,
     compile_model: Annotated[bool, typer.Option(
-        "--compile", help="torch.compile the model.", rich_help_panel=_TRAIN)] = False,
+        "--compile", help="torch.compile the model.", rich_help_panel=_TRAIN)] = _D.compile,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = _D.device,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Run folder (default: runs/<date-time>-<model>).", show_default=False,
         rich_help_panel=_OUT)] = None,
@@ -239,7 +243,7 @@ def finetune_command(
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import ToolboxError
-    from toolbox.train import FinetuneConfig, finetune
+    from toolbox.train import ResumeOverrides, finetune, is_main_process
 
     try:
         milestone_list = [int(m) for m in milestones.split(",") if m.strip()] if milestones \
@@ -247,8 +251,8 @@ def finetune_command(
     except ValueError:
         raise typer.BadParameter("comma-separated epoch numbers, e.g. 3,6",
                                  param_hint="--milestones") from None
-    main_rank = os.environ.get("RANK", "0") == "0"
-    config = FinetuneConfig(
+    main_rank = is_main_process()
+    given = dict(
         task=task, decoder=decoder,
         # Absolute paths in args.yaml, so `--resume` works from any folder.
         data=str(data.resolve()) if data else None, dataset=dataset,
@@ -256,20 +260,23 @@ def finetune_command(
         val_split=val_split, img_size=img_size, augment=augment, cache=cache, model=model,
         pretrained=pretrained, weights=str(weights.resolve()) if weights else None, freeze=freeze,
         unfreeze_at=unfreeze_at, backbone_lr_scale=backbone_lr_scale,
-        epochs=epochs if epochs is not None else 5, batch_size=batch_size, lr=lr,
+        epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, opt=opt, momentum=momentum, grad_accum=grad_accum,
-        clip_grad=clip_grad, seed=seed if seed is not None else 0, workers=workers,
+        clip_grad=clip_grad, seed=seed, workers=workers,
         device=device, channels_last=channels_last, compile=compile_model, amp=amp,
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
         out=str(out) if out else None)
+    # An option left unset (None) takes the config's default (--epochs and --seed have none
+    # of their own, since with --resume "unset" means "keep the run's").
+    config = FinetuneConfig(**{k: v for k, v in given.items() if v is not None})
     if resume is not None and (data or dataset or weights):
         raise ToolboxError("--resume continues a run with its own data and weights",
                            "drop --data/--dataset/--weights, or start a new run")
     result = finetune(
         config, resume=resume,
-        resume_overrides={"epochs": epochs, "workers": workers,
-                          "device": device if device != "auto" else None},
+        resume_overrides=ResumeOverrides(epochs=epochs, workers=workers,
+                                         device=device if device != _D.device else None),
         progress=make_progress(enabled=main_rank and not json_output),
         on_start=lambda start: _show_start(start, json_output),
         on_epoch=None if json_output else _show_epoch)

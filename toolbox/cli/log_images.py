@@ -28,8 +28,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 
 @handle_errors
 def log_images_command(
-    logdir: Annotated[Path, typer.Option(
-        "--logdir", help="TensorBoard log dir to write to.", show_default=False)],
+    tensorboard: Annotated[Path, typer.Option(
+        "--tensorboard", "--logdir", help="TensorBoard log dir to write to (--logdir is an "
+        "alias).", show_default=False)],
     src: Annotated[list[str] | None, typer.Argument(
         help="Image folder(s), file(s) or a quoted glob.", show_default=False)] = None,
     dataset: Annotated[str | None, typer.Option(
@@ -65,9 +66,9 @@ def log_images_command(
     With --dataset, labels go into the tags (each) or into a text entry beside the grid/batch.
 
     Examples:
-      tb log-images photos/ --logdir runs/look --nrow 6
-      tb log-images 'shots/*.png' --logdir runs/look --mode each --tag shots
-      tb log-images --dataset fashion-mnist --root ./data --max 32 --logdir runs/fmnist
+      tb log-images photos/ --tensorboard runs/look --nrow 6
+      tb log-images 'shots/*.png' --tensorboard runs/look --mode each --tag shots
+      tb log-images --dataset fashion-mnist --root ./data --max 32 --tensorboard runs/fmnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.log_images import MODES, log_images
@@ -82,7 +83,7 @@ def log_images_command(
         raise typer.BadParameter("give image files, a folder or a glob (or --dataset NAME)",
                                  param_hint="SRC")
     result = log_images(
-        logdir=logdir, src=src or None, dataset=dataset, root=root, split=split, mode=mode,
+        logdir=tensorboard, src=src or None, dataset=dataset, root=root, split=split, mode=mode,
         tag=tag, step=step, nrow=nrow, padding=padding, size=_parse_size(size),
         max_images=max_images, progress=make_progress(not json_output))
     if json_output:

@@ -56,7 +56,7 @@ def list_command(
       tb models list --filter 'convnext*' --pretrained --params
       tb models list --source torchvision --json
     """
-    from toolbox.models._registry import list_models
+    from toolbox.models import list_models
 
     progress = None
     if params:
@@ -107,7 +107,7 @@ def info_command(
       tb models info resnet50.a1_in1k
       tb models info tv:resnet18 --json
     """
-    from toolbox.models._info import model_info
+    from toolbox.models import model_info
 
     info = model_info(name)
     if json_output:

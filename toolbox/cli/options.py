@@ -24,3 +24,12 @@ DatasetOpt = Annotated[
 RootOpt = Annotated[Path | None, typer.Option(
     "--root", help="Folder that holds fetched data sets (default: $TB_DATASETS_ROOT, else "
     "datasets/ in the tb cache dir).", show_default=False)]
+RunOpt = Annotated[Path | None, typer.Option(
+    "--run", help="A run folder written by `tb finetune` (its best weights are used).")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", help="A model file instead of a run: model.safetensors or checkpoints/*.pt.")]
+LoaderWorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=0, help="Image-decoding processes (default: none for a single batch, "
+                             "else up to 4).", show_default=False)]
+AmpOpt = Annotated[bool, typer.Option(
+    "--amp", help="Mixed precision: float16 on CUDA, bfloat16 on the CPU and MPS.")]

@@ -9,21 +9,20 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import DatasetOpt, DeviceOpt, JsonOpt, LogdirOpt, RootOpt
+from toolbox.cli.options import (
+    AmpOpt,
+    CheckpointOpt,
+    DatasetOpt,
+    DeviceOpt,
+    JsonOpt,
+    LoaderWorkersOpt,
+    LogdirOpt,
+    RootOpt,
+    RunOpt,
+)
 
 if TYPE_CHECKING:
     from toolbox.inference import EvalResult, PredictResult, Skipped
-
-RunOpt = Annotated[Path | None, typer.Option(
-    "--run", help="A run folder written by `tb finetune` (its best weights are used).")]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="A model file instead of a run: model.safetensors or checkpoints/*.pt.")]
-LoaderWorkersOpt = Annotated[int | None, typer.Option(
-    "--workers", min=0, help="Image-decoding processes (default: none for a single batch, "
-                             "else up to 4).", show_default=False)]
-AmpOpt = Annotated[bool, typer.Option(
-    "--amp", help="Mixed precision: float16 on CUDA/MPS, bfloat16 on the CPU.")]
-
 
 def _model_source(run: Path | None, checkpoint: Path | None) -> None:
     if run is None and checkpoint is None:

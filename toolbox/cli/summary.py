@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import DeviceOpt, JsonOpt, LogdirOpt
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, unknown_name
 
 if TYPE_CHECKING:
-    from toolbox.models._summary import ModelSummary
+    from toolbox.models import ModelSummary
+
+_SIZE_SPLIT = re.compile(r"\s*[,x×X]\s*")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Mode(StrEnum):
@@ -22,6 +27,60 @@ class Mode(StrEnum):
     train = "train"
     eval = "eval"
 
+
+# ---- option parsing (strings from the command line; no torch) ------------------------------
+
+def parse_input_size(text: str) -> tuple[int, int, int, int]:
+    """`3,224,224`, `1,3,224,224` or `3x224x224` -> (B, C, H, W), batch 1 when not given."""
+    hint = "give C,H,W or B,C,H,W, e.g. 3,224,224, 1,3,224,224 or 3x224x224"
+    parts = [p for p in _SIZE_SPLIT.split(text.strip()) if p != ""] if text else []
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (3, 4) or any(v <= 0 for v in values):
+        raise ToolboxError(f"malformed --input-size '{text}'", hint)
+    if len(values) == 3:
+        values = [1, *values]
+    return tuple(values)  # type: ignore[return-value]
+
+
+def parse_columns(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """torchinfo column names, comma-separated or repeated; typos get close matches."""
+    from toolbox.models import DEFAULT_COLUMNS, TORCHINFO_COLUMNS
+
+    if not values:
+        return DEFAULT_COLUMNS
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    for name in names:
+        if name not in TORCHINFO_COLUMNS:
+            raise unknown_name("column", name, TORCHINFO_COLUMNS,
+                               f"columns are torchinfo's: {', '.join(TORCHINFO_COLUMNS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)  # literals only: numbers, strings, tuples, lists, dicts
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text  # a bare word is a string: act_layer=gelu
+
+
+def parse_model_args(pairs: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """`key=value` pairs -> keyword arguments; values are Python literals, else strings."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not _IDENT.match(key):
+            raise ToolboxError(f"malformed --model-arg '{pair}'",
+                               "give key=value, e.g. --model-arg width=64 --model-arg "
+                               "act='relu'")
+        kwargs[key] = _literal(value.strip())
+    return kwargs
+
+
+# ---- rendering ----------------------------------------------------------------------------
 
 def _shape(values: list | None) -> str:
     return "x".join(map(str, values)) if values else "--"
@@ -130,13 +189,7 @@ def summary(
       tb summary vit_base_patch16_224 --input-size 3x224x224 --columns input_size,num_params
       tb summary my_model.py:Net --model-arg width=32 --json
     """
-    from toolbox.models._summary import (
-        parse_columns,
-        parse_dtype,
-        parse_input_size,
-        parse_model_args,
-        summarize,
-    )
+    from toolbox.models import parse_dtype, summarize
 
     size = parse_input_size(input_size) if input_size is not None else None
     result = summarize(

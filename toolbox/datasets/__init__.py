@@ -4,6 +4,14 @@
 `tb evaluate --dataset`, `tb log-images --dataset`); `tb datasets` fetches and lists.
 """
 
+from toolbox.datasets._download import (
+    ChecksumError,
+    DownloadError,
+    DownloadSettings,
+    download,
+)
+from toolbox.datasets._extract import UnsafeArchiveError, extract_archive
+from toolbox.datasets._fetch import ExportResult, FetchResult, FileReport, fetch_dataset
 from toolbox.datasets._loader import (
     ROOT_ENV,
     SPLITS,
@@ -21,24 +29,41 @@ from toolbox.datasets._registry import (
     get_dataset,
     list_datasets,
 )
-from toolbox.datasets._verify import DatasetRow, DatasetStatus, check_dataset, list_status
+from toolbox.datasets._verify import (
+    DatasetRow,
+    DatasetStatus,
+    check_dataset,
+    list_status,
+    md5_file,
+)
 
 __all__ = [
     "REGISTRY_ENV",
     "ROOT_ENV",
     "SPLITS",
+    "ChecksumError",
     "DatasetInfo",
     "DatasetRow",
     "DatasetStatus",
+    "DownloadError",
+    "DownloadSettings",
+    "ExportResult",
+    "FetchResult",
     "FetchedDataset",
+    "FileReport",
     "Member",
     "RemoteFile",
+    "UnsafeArchiveError",
     "check_dataset",
     "dataset_names",
     "default_root",
+    "download",
+    "extract_archive",
     "fetch_command",
+    "fetch_dataset",
     "get_dataset",
     "list_datasets",
     "list_status",
+    "md5_file",
     "open_dataset",
 ]

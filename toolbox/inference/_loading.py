@@ -82,39 +82,6 @@ def load_for_inference(*, run: str | Path | None = None, checkpoint: str | Path 
     return LoadedModel(model, meta, names, model_file, run_dir, torch_device)
 
 
-class FileReader:
-    """index -> image of `paths[index]`. A class, not a closure, so loader workers started by
-    spawn or forkserver (macOS, newer Pythons) can receive it."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(paths)
-
-    def __call__(self, index: int) -> np.ndarray:
-        from toolbox.images import read_image
-
-        return read_image(self.paths[index])
-
-
-class DatasetReader:
-    """index -> image of a fetched data set's sample (its label is looked up separately)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __call__(self, index: int) -> np.ndarray:
-        return self.dataset[index][0]
-
-
-class PickedReader:
-    """index -> image `picks[index]` of another reader (a subset)."""
-
-    def __init__(self, reader: Callable[[int], np.ndarray], picks: Sequence[int]) -> None:
-        self.reader, self.picks = reader, list(picks)
-
-    def __call__(self, index: int) -> np.ndarray:
-        return self.reader(self.picks[index])
-
-
 class _Items:
     """A torch-style dataset: index -> (index, preprocessed tensor or None, error or None)."""
 
@@ -133,7 +100,7 @@ class _Items:
             return index, None, exc.reason
 
 
-def _collate(items: Sequence[tuple[int, Any, str | None]]
+def _collate_readable(items: Sequence[tuple[int, Any, str | None]]
              ) -> tuple[list[int], Any, list[tuple[int, str]]]:
     import torch
 
@@ -152,15 +119,15 @@ class Batch:
     failed: list[tuple[int, str]]  # (item index, reason)
 
 
-def default_workers(count: int, batch_size: int, workers: int | None) -> int:
+def loader_workers(count: int, batch_size: int, workers: int | None) -> int:
     """Loader processes: none for a single batch (start-up would cost more than it saves)."""
-    import os
+    from toolbox.devices import default_workers
 
     if workers is not None:
         return max(0, workers)
     if count <= batch_size:
         return 0
-    return min(4, os.cpu_count() or 1)
+    return default_workers(cap=4)
 
 
 def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], np.ndarray], *,
@@ -171,15 +138,16 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
     import torch
     from torch.utils.data import DataLoader
 
+    from toolbox.devices import autocast_dtype
+
     if batch_size < 1:
         raise ToolboxError(f"batch size must be at least 1, got {batch_size}")
-    num_workers = default_workers(count, batch_size, workers)
+    num_workers = loader_workers(count, batch_size, workers)
     loader = DataLoader(_Items(count, get_image, loaded.meta), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers, collate_fn=_collate,
+                        shuffle=False, num_workers=num_workers, collate_fn=_collate_readable,
                         pin_memory=loaded.device.type == "cuda")
     device = loaded.device
-    # float16 where it is fast and supported (CUDA, MPS); bfloat16 on the CPU.
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    amp_dtype = autocast_dtype(device.type)
     with torch.inference_mode():
         for indices, batch, failed in loader:
             if batch is None:

@@ -15,11 +15,11 @@ from toolbox import runs
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import scan_image_folder, write_image
-from toolbox.inference._loading import DatasetReader, FileReader, PickedReader
 from toolbox.inference.metrics import ClassScore, ConfusionCounter, averages, class_scores
 from toolbox.inference.predict import Skipped, display_path
 from toolbox.jsonable import to_jsonable
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import DatasetReader, FileReader, PickedReader
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +54,7 @@ class EvalResult:
 
 
 @dataclass
-class _Source:
+class _Labelled:
     """Labelled data: how many items, how to read item i, its label (as a model class index)."""
 
     name: str
@@ -125,35 +125,35 @@ def resolve_data_folder(data: Path, split: str | None, model_classes: list[str]
     return data, None
 
 
-def _folder_source(data: Path, split: str | None, model_classes: list[str]) -> _Source:
+def _labelled_folder(data: Path, split: str | None, model_classes: list[str]) -> _Labelled:
     folder, used = resolve_data_folder(data, split, model_classes)
     tree = scan_image_folder(folder)
     mapping, renamed = match_classes(tree.classes, model_classes, str(folder))
     paths = [p for p, _ in tree.samples]
     tag = f"{data.resolve().name}-{used}" if used else folder.resolve().name
-    return _Source(str(folder), tag, len(paths), FileReader(paths),
+    return _Labelled(str(folder), tag, len(paths), FileReader(paths),
                    [mapping[c] for _, c in tree.samples], lambda i: display_path(paths[i]),
                    renamed)
 
 
-def _dataset_source(name: str, root: Path, split: str, model_classes: list[str]) -> _Source:
+def _labelled_dataset(name: str, root: Path, split: str, model_classes: list[str]) -> _Labelled:
     from toolbox.datasets import open_dataset
 
     dataset = open_dataset(name, root, split)
     mapping, renamed = match_classes(list(dataset.classes), model_classes, f"{name} ({split})")
     labels = [int(v) for v in dataset.targets]
-    return _Source(f"{name} ({split})", f"{name}-{split}", len(dataset),
+    return _Labelled(f"{name} ({split})", f"{name}-{split}", len(dataset),
                    DatasetReader(dataset), [mapping[c] for c in labels],
                    lambda i: f"{name}[{i}]", renamed)
 
 
-def _subset(source: _Source, count: int) -> _Source:
+def _subset(source: _Labelled, count: int) -> _Labelled:
     if count < 1:
         raise ToolboxError(f"--max must be at least 1, got {count}")
     picks = [round(i * (source.count - 1) / max(1, count - 1)) for i in range(count)]
     if count == 1:
         picks = [0]
-    return _Source(f"{source.name}, {count} of {source.count}", source.tag, count,
+    return _Labelled(f"{source.name}, {count} of {source.count}", source.tag, count,
                    PickedReader(source.get_image, picks), [source.labels[p] for p in picks],
                    lambda i: source.describe(picks[i]), source.renamed)
 
@@ -197,13 +197,13 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     names = loaded.class_names
     if data is not None:
-        source = _folder_source(Path(data), split, names)
+        source = _labelled_folder(Path(data), split, names)
     else:
         if root is None:
             from toolbox.datasets import default_root
 
             root = default_root()
-        source = _dataset_source(dataset, Path(root), split or "test", names)
+        source = _labelled_dataset(dataset, Path(root), split or "test", names)
     if max_samples is not None and max_samples < source.count:
         source = _subset(source, max_samples)
     # Scores of other weights than the run's best (e.g. checkpoints/last.pt) get their own tag,

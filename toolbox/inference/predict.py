@@ -105,7 +105,8 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
         NothingPredicted: no inputs at all, or not a single image could be predicted.
         ToolboxError: no usable model.
     """
-    from toolbox.inference._loading import FileReader, load_for_inference, predict_batches
+    from toolbox.inference._loading import load_for_inference, predict_batches
+    from toolbox.sources import FileReader
 
     progress = progress or NullProgress()
     if topk < 1:

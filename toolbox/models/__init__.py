@@ -18,19 +18,25 @@ from toolbox.models._factory import (
     resolve_model,
 )
 from toolbox.models._info import ModelInfo, model_info
-from toolbox.models._registry import ModelListing, ModelRow, list_models, load_index
+from toolbox.models._listing import ModelListing, ModelRow, list_models
+from toolbox.models._macs import count_macs
+from toolbox.models._registry import load_index
 from toolbox.models._segmenter import DECODER, DECODERS, create_segmenter
+from toolbox.models._sources import BuiltModel, load_for_summary, load_user_model
 from toolbox.models._summary import (
+    DEFAULT_COLUMNS,
+    TORCHINFO_COLUMNS,
     ModelSummary,
-    count_macs,
-    load_for_summary,
-    load_user_model,
+    parse_dtype,
     summarize,
 )
 
 __all__ = [
     "DECODER",
     "DECODERS",
+    "DEFAULT_COLUMNS",
+    "TORCHINFO_COLUMNS",
+    "BuiltModel",
     "ModelInfo",
     "ModelListing",
     "ModelMeta",
@@ -50,6 +56,7 @@ __all__ = [
     "load_state_dict",
     "load_user_model",
     "model_info",
+    "parse_dtype",
     "read_meta",
     "replace_classifier",
     "resolve_model",

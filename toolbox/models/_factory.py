@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from toolbox.errors import ToolboxError, unknown_name
+from toolbox.models._registry import TV_PREFIX, known_names, torchvision_classification_models
 
 if TYPE_CHECKING:
     from torch import nn
-
-TV_PREFIX = "tv:"
 
 
 @dataclass(frozen=True)
@@ -28,13 +27,6 @@ class ModelRef:
     source: Literal["timm", "torchvision"]
     arch: str  # the name the library's own factory takes
     tag: str | None = None  # timm pretrained tag, if one was given
-
-
-def torchvision_classification_models() -> list[str]:
-    """torchvision's image-classification architectures (not detection/segmentation/video)."""
-    import torchvision.models as tvm
-
-    return sorted(tvm.list_models(module=tvm))
 
 
 class PretrainedWeightsUnavailable(ToolboxError):
@@ -66,8 +58,6 @@ def resolve_model(name: str) -> ModelRef:
     if name in torchvision_classification_models():
         return ModelRef(TV_PREFIX + name, "torchvision", name)
     # The same names `tb models list` shows (read from its cached index).
-    from toolbox.models._registry import known_names
-
     raise unknown_name("model", name, known_names(), "see `tb models list --filter WORD`")
 
 

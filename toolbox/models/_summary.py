@@ -1,25 +1,19 @@
-"""Model summaries: torchinfo's layer table, MACs from PyTorch's flop counter, and model loading
-from names, `tb` model files and user code (`pkg.module:Factory`, `path/file.py:Class`)."""
+"""Model summaries: torchinfo's layer table with flop-counter MACs, and the TensorBoard graph."""
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import functools
-import importlib
-import importlib.util
-import os
-import re
-import sys
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox.errors import ToolboxError, unknown_name
-from toolbox.models._factory import TV_PREFIX
+from toolbox.models._macs import flop_counter
+from toolbox.models._sources import load_for_summary
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -33,9 +27,6 @@ DTYPES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float64": "float64", "double": "float64", "fp64": "float64",
 }
-MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-_SIZE_SPLIT = re.compile(r"\s*[,x×X]\s*")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -83,248 +74,12 @@ class ModelSummary:
     notes: list[str] = field(default_factory=list)  # things the user should know, one line each
 
 
-# ---- option parsing (pure, no torch) -------------------------------------------------------
-
-def parse_input_size(text: str) -> tuple[int, int, int, int]:
-    """`3,224,224`, `1,3,224,224` or `3x224x224` -> (B, C, H, W), batch 1 when not given."""
-    hint = "give C,H,W or B,C,H,W, e.g. 3,224,224, 1,3,224,224 or 3x224x224"
-    parts = [p for p in _SIZE_SPLIT.split(text.strip()) if p != ""] if text else []
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (3, 4) or any(v <= 0 for v in values):
-        raise ToolboxError(f"malformed --input-size '{text}'", hint)
-    if len(values) == 3:
-        values = [1, *values]
-    return tuple(values)  # type: ignore[return-value]
-
-
-def parse_columns(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """torchinfo column names, comma-separated or repeated; typos get close matches."""
-    if not values:
-        return DEFAULT_COLUMNS
-    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    for name in names:
-        if name not in TORCHINFO_COLUMNS:
-            raise unknown_name("column", name, TORCHINFO_COLUMNS,
-                               f"columns are torchinfo's: {', '.join(TORCHINFO_COLUMNS)}")
-    return tuple(dict.fromkeys(names))
-
-
 def parse_dtype(name: str) -> str:
     """A dtype name (`float32`, `fp16`, `bfloat16`...) -> its canonical torch name."""
     key = (name or "").strip().lower().removeprefix("torch.")
     if key not in DTYPES:
         raise unknown_name("dtype", name, list(DTYPES), "use float32, float16, bfloat16 or float64")
     return DTYPES[key]
-
-
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)  # literals only: numbers, strings, tuples, lists, dicts
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text  # a bare word is a string: act_layer=gelu
-
-
-def parse_model_args(pairs: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
-    """`key=value` pairs -> keyword arguments; values are Python literals, else strings."""
-    kwargs: dict[str, Any] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not _IDENT.match(key):
-            raise ToolboxError(f"malformed --model-arg '{pair}'",
-                               "give key=value, e.g. --model-arg width=64 --model-arg "
-                               "act='relu'")
-        kwargs[key] = _literal(value.strip())
-    return kwargs
-
-
-# ---- loading the model ---------------------------------------------------------------------
-
-@dataclass
-class LoadedModel:
-    """A model ready to summarise and where it came from."""
-
-    model: nn.Module
-    source: str
-    architecture: str
-    input_size: tuple[int, ...] | None  # its default (C, H, W), when known
-
-
-def _import_file(path: Path) -> Any:
-    if not path.is_file():
-        raise ToolboxError(f"no such file: {path}", "check the path before the ':'")
-    mod_name = f"tb_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise ToolboxError(f"cannot import {path}", "give a Python file ending in .py")
-    module = importlib.util.module_from_spec(spec)
-    # Its folder goes on sys.path so the file can import its neighbours, as `python file.py` can.
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(mod_name, None)
-        raise ToolboxError(f"cannot import {path}: {type(exc).__name__}: {exc}",
-                           f"run `python {path}` to see the full error") from exc
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
-    return module
-
-
-def _import_module(target: str) -> Any:
-    # Like `uvicorn pkg.app:app`: modules in the current folder are importable.
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(target)
-    except ModuleNotFoundError as exc:
-        raise ToolboxError(f"cannot import module '{target}': {exc}",
-                           "run tb from the folder that holds the package, or pip install it"
-                           ) from exc
-    except Exception as exc:
-        raise ToolboxError(f"cannot import module '{target}': {type(exc).__name__}: {exc}",
-                           f"run `python -c 'import {target}'` to see the full error") from exc
-    finally:
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(cwd)
-
-
-def load_user_model(spec: str, model_args: dict[str, Any] | None = None) -> nn.Module:
-    """Build the model `spec` names: `package.module:Factory` or `path/to/file.py:ClassOrFactory`.
-
-    The class or factory is called with `model_args` as keyword arguments (none by default).
-    """
-    from torch import nn
-
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise ToolboxError(f"malformed model '{spec}'",
-                           "use package.module:Factory or path/to/file.py:ClassOrFactory")
-    is_file = target.endswith(".py") or "/" in target or os.sep in target
-    module = _import_file(Path(target)) if is_file else _import_module(target)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            choices = [n for n, v in vars(module).items()
-                       if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__]
-            raise unknown_name("class or factory", attr, choices,
-                               f"{target} defines: {', '.join(choices) or 'none'}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ToolboxError(f"{spec} is not a class or a function",
-                           "point at an nn.Module subclass or a function returning one")
-    try:
-        model = obj(**(model_args or {}))
-    except TypeError as exc:
-        raise ToolboxError(f"cannot call {spec}: {exc}",
-                           "check the --model-arg names it takes") from exc
-    except Exception as exc:
-        raise ToolboxError(f"{spec} failed: {type(exc).__name__}: {exc}",
-                           "fix the error in the model code") from exc
-    if not isinstance(model, nn.Module):
-        raise ToolboxError(f"{spec} returned a {type(model).__name__}, not a torch nn.Module",
-                           "point at an nn.Module subclass or a function returning one")
-    return model
-
-
-def _default_input_size(model: nn.Module) -> tuple[int, ...] | None:
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("input_size"):
-        return tuple(cfg["input_size"])
-    size = getattr(model, "input_size", None)  # a convention some user models follow
-    if isinstance(size, tuple | list) and len(size) == 3:
-        return tuple(int(v) for v in size)
-    return None
-
-
-def load_for_summary(spec: str, *, num_classes: int | None = None,
-                     model_args: dict[str, Any] | None = None) -> LoadedModel:
-    """Build the model `spec` names: a timm/torchvision name, a `tb` model file, or user code."""
-    from toolbox.models._checkpoint import load_model_file
-    from toolbox.models._factory import create_model, replace_classifier, resolve_model
-
-    model_args = dict(model_args or {})
-    if ":" in spec and not spec.startswith(TV_PREFIX):
-        model = load_user_model(spec, model_args)
-        if num_classes is not None:
-            replace_classifier(model, num_classes)
-        return LoadedModel(model, "code", type(model).__name__, _default_input_size(model))
-    path = Path(spec)
-    if path.suffix == ".py":
-        raise ToolboxError(f"'{spec}' names a Python file but not what to build from it",
-                           f"add the class or factory: {spec}:MyModel")
-    if path.suffix in MODEL_FILE_SUFFIXES or (path.suffix and path.is_file()):
-        if model_args:
-            raise ToolboxError("--model-arg does not apply to a model file",
-                               "the file records the arguments its model was built with")
-        model, meta = load_model_file(path)
-        if num_classes is not None:
-            replace_classifier(model, num_classes)
-        return LoadedModel(model, "file", meta.model, tuple(meta.input_size))
-    ref = resolve_model(spec)
-    model = create_model(spec, num_classes=num_classes, **model_args)
-    if ref.source == "timm":
-        size = _default_input_size(model)
-    else:
-        from toolbox.models._registry import torchvision_defaults
-
-        size = tuple(torchvision_defaults(ref.arch)["input_size"])
-    arch = f"{ref.arch}.{ref.tag}" if ref.tag else ref.name
-    return LoadedModel(model, ref.source, arch, size)
-
-
-# ---- counting ------------------------------------------------------------------------------
-
-def _attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *_: Any,
-                     out_shape: Any = None, **__: Any) -> int:
-    """FLOPs of q @ k^T and attn @ v (2 per multiply-add), as torch counts its CUDA kernels."""
-    *batch, heads, q_len, dim = query_shape
-    k_len, v_dim = key_shape[-2], value_shape[-1]
-    n = heads
-    for b in batch:
-        n *= b
-    return 2 * n * q_len * k_len * (dim + v_dim)
-
-
-def flop_counter() -> Any:
-    """A FlopCounterMode that also counts the CPU and MPS attention kernels.
-
-    PyTorch has formulas for its CUDA attention kernels only; without these, ViT and Swin
-    lose their attention MACs on the CPU (16.85 instead of 17.6 GMACs for vit_base_patch16_224).
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    aten = torch.ops.aten
-    names = ("_scaled_dot_product_flash_attention_for_cpu",
-             "_scaled_dot_product_attention_math_for_mps",
-             "_scaled_dot_product_fused_attention_overrideable")
-    mapping = {getattr(aten, n): _attention_flops for n in names if hasattr(aten, n)}
-    return FlopCounterMode(display=False, custom_mapping=mapping)
-
-
-def count_macs(model: nn.Module, inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass, from PyTorch's flop counter.
-
-    FlopCounterMode counts 2 FLOPs per multiply-add of matmuls, convolutions and attention, the
-    convention behind timm's published GMACs, so MACs = FLOPs / 2. Works on the meta device.
-    """
-    import torch
-
-    counter = flop_counter()
-    with counter, torch.no_grad():
-        model(inputs)
-    return int(counter.get_total_flops()) // 2
 
 
 class _LayerTracker:
@@ -452,7 +207,11 @@ def summarize(model: str, *, input_size: tuple[int, ...] | None = None, depth: i
                            "give (C, H, W) or (B, C, H, W) with positive sizes")
     net = net.to(device=dev, dtype=torch_dtype)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(input_size, generator=generator).to(device=dev, dtype=torch_dtype)
+    try:
+        x = torch.randn(input_size, generator=generator).to(device=dev, dtype=torch_dtype)
+    except (RuntimeError, MemoryError) as exc:  # e.g. --input-size 3,100000,100000: 120 GB
+        raise ToolboxError(f"cannot make an input of size {'x'.join(map(str, input_size))}: "
+                           f"{_first_line(exc)}", "pass a smaller --input-size") from exc
     result = ModelSummary(model=model, source=loaded.source, architecture=loaded.architecture,
                           input_size=list(input_size), dtype=dtype, device=str(dev), mode=mode,
                           depth=depth, columns=list(columns), notes=notes)

@@ -22,6 +22,7 @@ from toolbox.errors import ToolboxError
 from toolbox.images import ImageReadError, collect_images, read_image, read_mask
 from toolbox.progress import NullProgress, Progress
 from toolbox.segment.losses import IGNORE_INDEX
+from toolbox.sources import SkippedFile, shown_path
 
 if TYPE_CHECKING:
     import torch
@@ -42,17 +43,6 @@ class Pair:
     mask: Path
 
 
-@dataclass(frozen=True)
-class BadPair:
-    """A pair left out, and why (one line naming the file)."""
-
-    path: Path
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
 @dataclass
 class SegmentSplits:
     """The checked training and validation pairs and the class names."""
@@ -61,11 +51,13 @@ class SegmentSplits:
     val: list[Pair]
     classes: list[str]
     description: str
-    skipped: list[BadPair] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
-def find_pairs(split_dir: Path) -> tuple[list[Pair], list[BadPair]]:
-    """`split_dir/images/*` matched with `split_dir/masks/<stem>.png` by file stem."""
+def find_pairs(split_dir: Path, root: Path | None = None
+               ) -> tuple[list[Pair], list[SkippedFile]]:
+    """`split_dir/images/*` matched with `split_dir/masks/<stem>.png` by file stem (skipped
+    images named relative to `root`, the folder the user gave)."""
     images_dir, masks_dir = split_dir / IMAGES_DIR, split_dir / MASKS_DIR
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise ToolboxError(f"{split_dir} has no {IMAGES_DIR}/ and {MASKS_DIR}/ folders",
@@ -76,8 +68,8 @@ def find_pairs(split_dir: Path) -> tuple[list[Pair], list[BadPair]]:
     for image in collect_images(images_dir):
         mask = masks.get(image.relative.with_suffix(""))
         if mask is None:
-            bad.append(BadPair(image.path, f"no mask {MASKS_DIR}/"
-                                           f"{image.relative.with_suffix('.png')}"))
+            bad.append(SkippedFile(shown_path(image.path, root),
+                                   f"no mask {MASKS_DIR}/{image.relative.with_suffix('.png')}"))
         else:
             pairs.append(Pair(image.path, mask))
     return pairs, bad
@@ -96,28 +88,28 @@ def read_classes(data: Path) -> list[str] | None:
     return names
 
 
-def _mask_facts(pair: Pair) -> tuple[int, BadPair | None]:
+def _mask_facts(pair: Pair) -> tuple[int, tuple[Path, str] | None]:
     """(largest class index, problem) of one pair, reading the mask and the image header."""
     from PIL import Image
 
     try:
         mask = read_mask(pair.mask)
     except ImageReadError as exc:
-        return -1, BadPair(pair.mask, exc.reason)
+        return -1, (pair.mask, exc.reason)
     try:
         with Image.open(pair.image) as img:
             width, height = img.size
     except (OSError, ValueError):
-        return -1, BadPair(pair.image, "not an image")
+        return -1, (pair.image, "not an image")
     if mask.shape != (height, width):
-        return -1, BadPair(pair.mask, f"mask is {mask.shape[1]}x{mask.shape[0]}, image is "
-                                      f"{width}x{height}")
+        return -1, (pair.mask, f"mask is {mask.shape[1]}x{mask.shape[0]}, image is "
+                               f"{width}x{height}")
     labels = mask[mask != IGNORE_INDEX]
     return (int(labels.max()) if labels.size else 0), None
 
 
-def check_pairs(pairs: Sequence[Pair], num_classes: int | None, workers: int = 1
-                ) -> tuple[list[Pair], list[BadPair], int]:
+def check_pairs(pairs: Sequence[Pair], num_classes: int | None, workers: int = 1,
+                root: Path | None = None) -> tuple[list[Pair], list[SkippedFile], int]:
     """Pairs whose mask fits its image and the classes; (good, bad, largest index seen)."""
     workers = max(1, workers)
     with ThreadPoolExecutor(workers) as pool:
@@ -125,14 +117,13 @@ def check_pairs(pairs: Sequence[Pair], num_classes: int | None, workers: int = 1
     good, bad, top = [], [], 0
     for pair, (largest, problem) in zip(pairs, facts, strict=True):
         if problem is None and num_classes is not None and largest >= num_classes:
-            problem = BadPair(pair.mask, f"class index {largest} but there are only "
-                                         f"{num_classes} classes (0..{num_classes - 1}; "
-                                         f"{IGNORE_INDEX} = ignore)")
+            problem = (pair.mask, f"class index {largest} but there are only {num_classes} "
+                                  f"classes (0..{num_classes - 1}; {IGNORE_INDEX} = ignore)")
         if problem is None:
             good.append(pair)
             top = max(top, largest)
         else:
-            bad.append(problem)
+            bad.append(SkippedFile(shown_path(problem[0], root), problem[1]))
     return good, bad, top
 
 
@@ -150,14 +141,14 @@ def load_segment_splits(*, data: str | Path, val_split: float, seed: int, worker
     train_dir, held_out = runs.split_folders(data)
     if not (train_dir / IMAGES_DIR).is_dir() and (data / IMAGES_DIR).is_dir():
         train_dir = data  # DIR/images + DIR/masks: one pool, split by --val-split
-    train, skipped = find_pairs(train_dir)
+    train, skipped = find_pairs(train_dir, data)
     val: list[Pair] = []
     if held_out is not None:
-        val, bad = find_pairs(held_out)
+        val, bad = find_pairs(held_out, data)
         skipped += bad
     classes = read_classes(data)
     everything = train + val
-    good, bad, top = check_pairs(everything, len(classes) if classes else None, workers)
+    good, bad, top = check_pairs(everything, len(classes) if classes else None, workers, data)
     skipped += bad
     kept = set(good)
     train, val = [p for p in train if p in kept], [p for p in val if p in kept]
@@ -173,7 +164,7 @@ def load_segment_splits(*, data: str | Path, val_split: float, seed: int, worker
     else:
         description = f"{data} (train/ and {held_out.name}/)"
     if not train or not val:
-        first = f"; e.g. {skipped[0]}" if skipped else ""
+        first = f"; e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         raise ToolboxError(f"{data}: the training or validation split has no usable image/mask "
                            f"pair ({len(skipped)} skipped{first})",
                            f"put images in train/{IMAGES_DIR} and masks with the same names "
@@ -228,7 +219,7 @@ class PreparedPairs:
         self.meta = meta
         self.label = label
         self.progress = progress or NullProgress()
-        self.skipped: list[tuple[Path, str]] = []
+        self.skipped: list[SkippedFile] = []
         n = len(self.pairs)
         self.tensor = torch.empty((n, *meta.input_size), dtype=torch.uint8)
         self.targets = torch.empty((n, *meta.input_size[1:]), dtype=torch.uint8)
@@ -252,7 +243,8 @@ class PreparedPairs:
                 raise ToolboxError(f"none of the {n} {label} could be read "
                                    f"({next(iter(bad.values())).message})", "check the data folder")
             keep = torch.as_tensor([i for i in range(n) if i not in bad], dtype=torch.long)
-            self.skipped = [(exc.path, exc.reason) for _, exc in sorted(bad.items())]
+            self.skipped = [SkippedFile(str(exc.path), exc.reason)
+                            for _, exc in sorted(bad.items())]
             self.tensor = self.tensor.index_select(0, keep)
             self.targets = self.targets.index_select(0, keep)
             self.pairs = [self.pairs[i] for i in keep.tolist()]

@@ -232,9 +232,9 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     names = loaded.class_names
     folder = _held_out(Path(data), split)
-    pairs, bad = find_pairs(folder)
-    pairs, more_bad, _ = check_pairs(pairs, len(names))
-    skipped = [Skipped(display_path(b.path), b.reason) for b in bad + more_bad]
+    pairs, bad = find_pairs(folder, Path(data))
+    pairs, more_bad, _ = check_pairs(pairs, len(names), root=Path(data))
+    skipped = [Skipped(b.path, b.reason) for b in bad + more_bad]
     if not pairs:
         raise ToolboxError(f"{folder} has no usable image/mask pair ({len(skipped)} skipped)",
                            "masks must match the images' names and the model's classes")

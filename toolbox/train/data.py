@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,92 +24,17 @@ from toolbox.images import ImageReadError
 from toolbox.models import ModelMeta
 from toolbox.preprocess import resize_crop_uint8
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import (
+    ArraySource,
+    FetchedSource,
+    SkippedFile,
+    SubsetSource,
+    image_folder_source,
+)
 
 DEMO_NAME = "scikit-learn digits"
 DEMO_IMG_SIZE = 32
 CACHE_BUDGET_BYTES = 4 * 1024**3  # decoded uint8 images kept in memory up to this size
-
-
-class Source(Protocol):
-    """Indexable images with integer labels."""
-
-    classes: list[str]
-    targets: np.ndarray
-
-    def __len__(self) -> int: ...
-
-    def load(self, index: int) -> np.ndarray: ...
-
-
-@dataclass
-class FileSource:
-    """Image files on disk (an ImageFolder tree)."""
-
-    paths: list[Path]
-    targets: np.ndarray
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, index: int) -> np.ndarray:
-        from toolbox.images import read_image
-
-        return read_image(self.paths[index])
-
-
-@dataclass
-class ArraySource:
-    """Images already in memory (the demo digits)."""
-
-    images: np.ndarray  # (N, H, W, 3) uint8
-    targets: np.ndarray
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def load(self, index: int) -> np.ndarray:
-        return self.images[index]
-
-
-@dataclass
-class FetchedSource:
-    """A split of a data set opened with `toolbox.datasets.open_dataset`."""
-
-    dataset: Any
-    classes: list[str] = field(init=False)
-    targets: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.classes = list(self.dataset.classes)
-        self.targets = np.asarray(self.dataset.targets, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def load(self, index: int) -> np.ndarray:
-        return self.dataset[index][0]
-
-
-@dataclass
-class SubsetSource:
-    """Some samples of another source (a split)."""
-
-    base: Any
-    indices: np.ndarray
-    classes: list[str] = field(init=False)
-    targets: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.classes = self.base.classes
-        self.targets = np.asarray(self.base.targets)[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, index: int) -> np.ndarray:
-        return self.base.load(int(self.indices[index]))
 
 
 @dataclass
@@ -140,15 +65,6 @@ def stratified_split(targets: np.ndarray, val_fraction: float, seed: int
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
 
 
-def _folder_source(root: Path) -> FileSource:
-    from toolbox.images import scan_image_folder
-
-    folder = scan_image_folder(root)
-    paths = [path for path, _ in folder.samples]
-    targets = np.asarray([label for _, label in folder.samples], dtype=np.int64)
-    return FileSource(paths, targets, folder.classes)
-
-
 def digits_source() -> ArraySource:
     """scikit-learn's 1,797 real 8x8 handwritten digits as RGB uint8 (no network needed)."""
     from sklearn.datasets import load_digits
@@ -176,7 +92,8 @@ def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Pat
                                "pass an ImageFolder tree: DIR/<class>/<image>")
         train_dir, held_out_dir = runs.split_folders(data)
         if held_out_dir is not None:
-            train, val = _folder_source(train_dir), _folder_source(held_out_dir)
+            train = image_folder_source(train_dir, data)
+            val = image_folder_source(held_out_dir, data)
             if train.classes != val.classes:
                 only = sorted(set(train.classes) ^ set(val.classes))
                 raise ToolboxError(f"{train_dir} and {held_out_dir} have different class "
@@ -185,7 +102,7 @@ def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Pat
             splits = DataSplits(train, val, train.classes,
                                 f"{data} (train/ and {held_out_dir.name}/)")
         else:
-            full = _folder_source(train_dir)
+            full = image_folder_source(train_dir, data)
             _check_classes(full.classes, str(train_dir))
             train_idx, val_idx = stratified_split(full.targets, val_split, seed)
             splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
@@ -234,7 +151,7 @@ class PreparedImages:
         self.meta = meta
         self.targets = torch.as_tensor(np.asarray(source.targets), dtype=torch.long)
         self.tensor: torch.Tensor | None = None
-        self.skipped: list[tuple[Path, str]] = []  # unreadable files left out
+        self.skipped: list[SkippedFile] = []  # unreadable files left out
         self.label = label
         self.progress = progress or NullProgress()
         if cache:
@@ -247,15 +164,14 @@ class PreparedImages:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def note_skipped(self, skipped: Sequence[tuple[Path, str]]) -> None:
+    def note_skipped(self, skipped: Sequence[SkippedFile]) -> None:
         """Record files the streaming path could not read; note the new ones once."""
-        seen = {path for path, _ in self.skipped}
-        new = [(path, reason) for path, reason in dict(skipped).items() if path not in seen]
+        seen = {item.path for item in self.skipped}
+        new = [item for item in dict.fromkeys(skipped) if item.path not in seen]
         if new:
             self.skipped.extend(new)
-            path, reason = new[0]
             self.progress.note(f"skipped {len(new)} unreadable image(s) of the {self.label}, "
-                               f"e.g. {path}: {reason}")
+                               f"e.g. {new[0].path}: {new[0].reason}")
 
     def get(self, index: int) -> torch.Tensor:
         if self.tensor is not None:
@@ -292,7 +208,8 @@ class PreparedImages:
                 raise ToolboxError(f"none of the {n} {label} could be read ({first.message})",
                                    "check the data folder")
             keep = torch.as_tensor([i for i in range(n) if i not in bad], dtype=torch.long)
-            self.skipped = [(exc.path, exc.reason) for _, exc in sorted(bad.items())]
+            self.skipped = [SkippedFile(self.source.describe(i), exc.reason)
+                            for i, exc in sorted(bad.items())]
             self.targets = self.targets.index_select(0, keep)
             out = out.index_select(0, keep)
         return out
@@ -365,7 +282,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
         try:
             image = self.images.get(index)
         except ImageReadError as exc:  # torch cannot re-raise it from a worker; skip instead
-            return None, self.images.targets[index], (exc.path, exc.reason)
+            return None, self.images.targets[index], SkippedFile(
+                self.images.source.describe(index), exc.reason)
         if self._augmenter is None:
             from toolbox.augment import build_augmenter
 
@@ -390,12 +308,13 @@ class _StreamDataset(torch.utils.data.Dataset):
         try:
             return self.images.get(index), self.images.targets[index], None
         except ImageReadError as exc:  # torch cannot re-raise it from a worker; skip instead
-            return None, self.images.targets[index], (exc.path, exc.reason)
+            return None, self.images.targets[index], SkippedFile(
+                self.images.source.describe(index), exc.reason)
 
 
-def _collate(items: Sequence[_Item]
-             ) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[Path, str]]]:
-    """A batch of the readable samples, and the (path, reason) of those that were not."""
+def _collate_samples(items: Sequence[_Item]
+             ) -> tuple[torch.Tensor | None, torch.Tensor, list[SkippedFile]]:
+    """A batch of the readable samples, and those that were not."""
     good = [(image, target) for image, target, error in items if error is None]
     images = torch.stack([image for image, _ in good]) if good else None
     targets = torch.stack([target for _, target in good]) if good else torch.empty(0)
@@ -414,8 +333,9 @@ def _readable_batches(loader: Any, images: PreparedImages
     if skipped:
         images.note_skipped(skipped)
         if not yielded:
-            path, reason = skipped[0]
-            raise ToolboxError(f"none of the {images.label} could be read ({path}: {reason})",
+            first = skipped[0]
+            raise ToolboxError(f"none of the {images.label} could be read ({first.path}: "
+                               f"{first.reason})",
                                "check the data folder")
 
 
@@ -447,7 +367,7 @@ class BatchLoader:
             self.loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
                 persistent_workers=workers > 0, pin_memory=pin_memory, drop_last=drop_last,
-                prefetch_factor=4 if workers > 0 else None, collate_fn=_collate)
+                prefetch_factor=4 if workers > 0 else None, collate_fn=_collate_samples)
 
     def _order(self, epoch: int) -> list[int]:
         return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
@@ -490,7 +410,7 @@ class ShardLoader:
             sampler.set(0, indices)
             self.loader = torch.utils.data.DataLoader(
                 _StreamDataset(images), batch_size=batch_size, sampler=sampler,
-                num_workers=workers, persistent_workers=workers > 0, collate_fn=_collate)
+                num_workers=workers, persistent_workers=workers > 0, collate_fn=_collate_samples)
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)

@@ -1,15 +1,29 @@
-"""Running under `torchrun`: process group set-up, rank checks and metric reduction."""
+"""Running under `torchrun`: launch detection, process group set-up and metric reduction.
+
+torch is imported inside the functions: the CLI asks `is_main_process()` before any of it loads.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from toolbox.errors import ToolboxError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def launch_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as `torchrun` sets them; (0, 1, 0) when run alone."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (the one that shows progress and writes the run)."""
+    return launch_ranks()[0] == 0
 
 
 @dataclass
@@ -31,6 +45,9 @@ class DistContext:
 
     def all_reduce_sum(self, values: list[float] | torch.Tensor) -> torch.Tensor:
         """Sum a vector of numbers over every rank (float64, on the CPU for gloo/nccl alike)."""
+        import torch
+        import torch.distributed as dist
+
         tensor = torch.as_tensor(values, dtype=torch.float64)
         if not self.enabled:
             return tensor
@@ -42,6 +59,9 @@ class DistContext:
     def all_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank, so all ranks stop together (one rank
         raising alone would leave the others waiting in the gradient all-reduce)."""
+        import torch
+        import torch.distributed as dist
+
         flag = torch.isfinite(loss.detach()).float().reshape(1)
         if self.enabled:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
@@ -51,15 +71,21 @@ class DistContext:
         """Rank 0's value of a picklable `obj`, on every rank."""
         if not self.enabled:
             return obj
+        import torch.distributed as dist
+
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def barrier(self) -> None:
         if self.enabled:
+            import torch.distributed as dist
+
             dist.barrier()
 
     def close(self) -> None:
+        import torch.distributed as dist
+
         if self.initialized_here and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -69,13 +95,14 @@ def setup_distributed(device_spec: str) -> tuple[DistContext, torch.device]:
 
     gloo on the CPU, nccl on CUDA; each rank takes the GPU of its local rank.
     """
+    import torch
+    import torch.distributed as dist
+
     from toolbox.devices import resolve_device
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world_size, local_rank = launch_ranks()
     if world_size <= 1:
         return DistContext(), resolve_device(device_spec)
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolbox.devices import autocast_dtype
 from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta
 from toolbox.preprocess import normalize_uint8
@@ -51,10 +52,11 @@ def amp_setup(device: torch.device, enabled: bool, dtype: str = "auto") -> Amp:
     bfloat16 on the CPU and MPS, where float16 autocast does not apply."""
     if not enabled:
         return Amp(False, device.type)
-    if device.type == "cuda" and dtype in ("auto", "fp16"):
-        return Amp(True, "cuda", torch.float16, torch.amp.GradScaler("cuda"))
+    chosen = autocast_dtype(device.type, dtype)
+    if chosen == torch.float16:  # CUDA: float16 needs loss scaling
+        return Amp(True, device.type, chosen, torch.amp.GradScaler("cuda"))
     note = " (float16 needs CUDA)" if dtype == "fp16" else ""
-    return Amp(True, device.type, torch.bfloat16, note=note)
+    return Amp(True, device.type, chosen, note=note)
 
 
 def to_input(batch: torch.Tensor, meta: ModelMeta, device: torch.device,
@@ -146,7 +148,7 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+def validate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
              loss_fn: nn.Module, meta: ModelMeta, device: torch.device, meter: Meter,
              channels_last: bool = False) -> None:
     """Validation in eval mode and float32 (no autocast), so its accuracy is exactly what

@@ -4,64 +4,114 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-
-from toolbox.train.config import FinetuneConfig
 
 WARMUP_START_FACTOR = 0.01
 
 
 @dataclass(frozen=True)
 class OptimInfo:
-    """One `--opt` choice."""
+    """One `--opt` choice: `build(param_groups, lr=, momentum=)` makes the optimizer."""
 
     name: str
     description: str
-    build: Callable[[list[dict[str, Any]], FinetuneConfig], torch.optim.Optimizer]
+    build: Callable[..., torch.optim.Optimizer]
 
 
 OPTIMIZERS: dict[str, OptimInfo] = {info.name: info for info in (
     OptimInfo("adamw", "Adam with decoupled weight decay (default)",
-              lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr)),
+              lambda groups, *, lr, momentum: torch.optim.AdamW(groups, lr=lr)),
     OptimInfo("adam", "Adam (weight decay added to the gradient)",
-              lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr)),
+              lambda groups, *, lr, momentum: torch.optim.Adam(groups, lr=lr)),
     OptimInfo("sgd", "SGD with Nesterov momentum (--momentum)",
-              lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                                  nesterov=cfg.momentum > 0)),
+              lambda groups, *, lr, momentum: torch.optim.SGD(groups, lr=lr, momentum=momentum,
+                                                              nesterov=momentum > 0)),
 )}
 
 
 @dataclass(frozen=True)
+class SchedPlan:
+    """What a scheduler entry needs to build itself (epochs after warm-up, in `main_epochs`)."""
+
+    epochs: int
+    main_epochs: int
+    warmup_epochs: int
+    steps_per_epoch: int
+    step_size: int | None
+    milestones: list[int]
+    gamma: float
+
+
+def _onecycle(optimizer: torch.optim.Optimizer, plan: SchedPlan) -> Any:
+    from torch.optim import lr_scheduler as S
+
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    pct = plan.warmup_epochs / plan.epochs if plan.warmup_epochs else 0.3
+    return S.OneCycleLR(optimizer, max_lr=max_lr,
+                        total_steps=max(2, plan.epochs * plan.steps_per_epoch),
+                        pct_start=min(max(pct, 0.01), 0.99))
+
+
+def _multistep(optimizer: torch.optim.Optimizer, plan: SchedPlan) -> Any:
+    from torch.optim import lr_scheduler as S
+
+    milestones = plan.milestones or [plan.epochs // 2, plan.epochs * 3 // 4]
+    return S.MultiStepLR(optimizer, milestones=sorted(
+        {max(1, m - plan.warmup_epochs) for m in milestones}), gamma=plan.gamma)
+
+
+def _sched(name: str, *args: Any, **kwargs: Any) -> Any:
+    from torch.optim import lr_scheduler as S
+
+    return getattr(S, name)(*args, **kwargs)
+
+
+@dataclass(frozen=True)
 class SchedInfo:
-    """One `--sched` choice; `per_step` schedulers are stepped after every optimizer step."""
+    """One `--sched` choice and how to build it.
+
+    `per_step` schedulers are stepped after every optimizer step and bring their own warm-up;
+    `on_metric` ones are stepped with the validation loss, their warm-up apart; the others
+    are chained after a linear warm-up.
+    """
 
     name: str
     description: str
+    build: Callable[[torch.optim.Optimizer, SchedPlan], Any]
     per_step: bool = False
+    on_metric: bool = False
 
 
 SCHEDULERS: dict[str, SchedInfo] = {info.name: info for info in (
-    SchedInfo("cosine", "cosine annealing to 0 over the epochs after warm-up (default)"),
-    SchedInfo("step", "multiply by --gamma every --step-size epochs"),
-    SchedInfo("multistep", "multiply by --gamma at --milestones (default: 1/2 and 3/4 of the run)"),
-    SchedInfo("exponential", "multiply by --gamma every epoch"),
-    SchedInfo("onecycle", "one-cycle policy, stepped every optimizer step", per_step=True),
-    SchedInfo("plateau", "divide by 10 when the validation loss stops improving"),
-    SchedInfo("none", "constant learning rate (after any warm-up)"),
+    SchedInfo("cosine", "cosine annealing to 0 over the epochs after warm-up (default)",
+              lambda opt, plan: _sched("CosineAnnealingLR", opt, T_max=plan.main_epochs)),
+    SchedInfo("step", "multiply by --gamma every --step-size epochs",
+              lambda opt, plan: _sched("StepLR", opt, gamma=plan.gamma, step_size=(
+                  plan.step_size or max(1, plan.main_epochs // 3)))),
+    SchedInfo("multistep", "multiply by --gamma at --milestones (default: 1/2 and 3/4 of the run)",
+              _multistep),
+    SchedInfo("exponential", "multiply by --gamma every epoch",
+              lambda opt, plan: _sched("ExponentialLR", opt, gamma=plan.gamma)),
+    SchedInfo("onecycle", "one-cycle policy, stepped every optimizer step", _onecycle,
+              per_step=True),
+    SchedInfo("plateau", "divide by 10 when the validation loss stops improving",
+              lambda opt, plan: _sched("ReduceLROnPlateau", opt, mode="min", factor=0.1,
+                                       patience=2), on_metric=True),
+    SchedInfo("none", "constant learning rate (after any warm-up)",
+              lambda opt, plan: _sched("ConstantLR", opt, factor=1.0, total_iters=0)),
 )}
 
 
-def param_groups(model: nn.Module, head_prefix: str, cfg: FinetuneConfig
-                 ) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, head_prefix: str, *, lr: float, weight_decay: float,
+                 backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
     """Head and backbone groups, each split into decayed weights and undecayed biases/norms.
 
     All parameters are in the optimizer from the start, frozen ones included: they get no
     gradient and so are skipped until `--unfreeze-at`, and resuming needs no special case.
     """
-    backbone_scale = cfg.backbone_lr_scale if cfg.unfreeze_at is not None else 1.0
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         part = "head" if name == head_prefix or name.startswith(head_prefix + ".") else "backbone"
@@ -71,16 +121,30 @@ def param_groups(model: nn.Module, head_prefix: str, cfg: FinetuneConfig
     for (part, decay), params in sorted(buckets.items()):
         groups.append({
             "params": params, "name": f"{part}{'' if decay else '_no_decay'}",
-            "weight_decay": cfg.weight_decay if decay else 0.0,
-            "lr": cfg.lr * (backbone_scale if part == "backbone" else 1.0),
+            "weight_decay": weight_decay if decay else 0.0,
+            "lr": lr * (backbone_lr_scale if part == "backbone" else 1.0),
         })
     return groups
 
 
-def build_optimizer(model: nn.Module, head_prefix: str, cfg: FinetuneConfig
-                    ) -> torch.optim.Optimizer:
-    """The `--opt` optimizer over `param_groups`."""
-    return OPTIMIZERS[cfg.opt].build(param_groups(model, head_prefix, cfg), cfg)
+def build_optimizer(model: nn.Module, head_prefix: str, *, opt: str = "adamw", lr: float = 1e-3,
+                    weight_decay: float = 0.05, momentum: float = 0.9,
+                    backbone_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """The `opt` optimizer over `param_groups` (the backbone's lr scaled by `backbone_lr_scale`)."""
+    groups = param_groups(model, head_prefix, lr=lr, weight_decay=weight_decay,
+                          backbone_lr_scale=backbone_lr_scale)
+    return OPTIMIZERS[opt].build(groups, lr=lr, momentum=momentum)
+
+
+class ScheduleSettings(Protocol):
+    """The settings a schedule reads (`FinetuneConfig` has them all)."""
+
+    sched: str
+    epochs: int
+    warmup_epochs: int
+    step_size: int | None
+    milestones: list[int]
+    gamma: float
 
 
 class LrSchedule:
@@ -91,50 +155,30 @@ class LrSchedule:
     is `--warmup-epochs`); `plateau` needs the validation loss, so its warm-up is stepped apart.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+    def __init__(self, optimizer: torch.optim.Optimizer, settings: ScheduleSettings,
                  steps_per_epoch: int) -> None:
         from torch.optim import lr_scheduler as S
 
-        self.name = cfg.sched
-        self.per_step = SCHEDULERS[cfg.sched].per_step
-        warmup = cfg.warmup_epochs
-        main_epochs = max(1, cfg.epochs - warmup)
+        info = SCHEDULERS[settings.sched]
+        warmup = settings.warmup_epochs
+        plan = SchedPlan(epochs=settings.epochs, main_epochs=max(1, settings.epochs - warmup),
+                         warmup_epochs=warmup, steps_per_epoch=steps_per_epoch,
+                         step_size=settings.step_size, milestones=list(settings.milestones),
+                         gamma=settings.gamma)
+        self.per_step, self.on_metric = info.per_step, info.on_metric
         self.warmup_epochs = warmup
         self.warmup: Any = None
-        self.main: Any
-        if cfg.sched == "onecycle":
-            max_lr = [group["lr"] for group in optimizer.param_groups]
-            pct = warmup / cfg.epochs if warmup else 0.3
-            self.main = S.OneCycleLR(optimizer, max_lr=max_lr,
-                                     total_steps=max(2, cfg.epochs * steps_per_epoch),
-                                     pct_start=min(max(pct, 0.01), 0.99))
-            self.scheduler = self.main
+        self.main: Any = info.build(optimizer, plan)
+        self.scheduler: Any = self.main
+        if info.per_step or not warmup:
+            if info.on_metric:
+                self.scheduler = None
             return
-        if cfg.sched == "plateau":
-            self.main = S.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=2)
-            if warmup:
-                self.warmup = S.LinearLR(optimizer, WARMUP_START_FACTOR, 1.0, total_iters=warmup)
-            self.scheduler = None
-            return
-        if cfg.sched == "cosine":
-            main = S.CosineAnnealingLR(optimizer, T_max=main_epochs)
-        elif cfg.sched == "step":
-            main = S.StepLR(optimizer, step_size=cfg.step_size or max(1, main_epochs // 3),
-                            gamma=cfg.gamma)
-        elif cfg.sched == "multistep":
-            milestones = cfg.milestones or [cfg.epochs // 2, cfg.epochs * 3 // 4]
-            main = S.MultiStepLR(optimizer, milestones=sorted(
-                {max(1, m - warmup) for m in milestones}), gamma=cfg.gamma)
-        elif cfg.sched == "exponential":
-            main = S.ExponentialLR(optimizer, gamma=cfg.gamma)
+        warm = S.LinearLR(optimizer, WARMUP_START_FACTOR, 1.0, total_iters=warmup)
+        if info.on_metric:
+            self.warmup, self.scheduler = warm, None
         else:
-            main = S.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        self.main = main
-        if warmup:
-            warm = S.LinearLR(optimizer, WARMUP_START_FACTOR, 1.0, total_iters=warmup)
-            self.scheduler = S.SequentialLR(optimizer, [warm, main], milestones=[warmup])
-        else:
-            self.scheduler = main
+            self.scheduler = S.SequentialLR(optimizer, [warm, self.main], milestones=[warmup])
 
     def step_batch(self) -> None:
         """After each optimizer step."""
@@ -146,7 +190,7 @@ class LrSchedule:
         """After epoch `epoch` (1-based) has trained and been validated."""
         if self.per_step:
             return
-        if self.name == "plateau":
+        if self.on_metric:
             if self.warmup is not None and epoch <= self.warmup_epochs:
                 self.warmup.step()
             else:

@@ -19,7 +19,8 @@ from toolbox.segment import (
     resize_pair,
 )
 from toolbox.train.modeling import BuiltModel, data_config
-from toolbox.train.run import FinetuneResult, _Prepared, _Trainer
+from toolbox.train.results import FinetuneResult
+from toolbox.train.trainer import Prepared, Trainer
 
 OVERLAY_IMAGES = 8  # validation images shown in TensorBoard each epoch
 SEGMENT_COLUMNS = ("epoch", "train_loss", "train_pixel_acc", "val_loss", "val_pixel_acc",
@@ -82,12 +83,12 @@ def build_segment_model(*, model: str, class_names: list[str], decoder: str, pre
     return BuiltModel(net, DECODER, meta, [], warnings, f"{source}, {decoder} decoder")
 
 
-class SegmentTrainer(_Trainer):
+class SegmentTrainer(Trainer):
     """The fine-tuning loop with segmentation's data, model, loss, metrics and pictures."""
 
     row_type = SegmentEpochRow
 
-    def _prepare(self, workers: int) -> _Prepared:
+    def _prepare(self, workers: int) -> Prepared:
         cfg = self.cfg
         if cfg.weights is not None:
             raise ToolboxError("--weights is not supported with --task segment yet",
@@ -101,8 +102,9 @@ class SegmentTrainer(_Trainer):
                                     pretrained=cfg.pretrained and self.state is None,
                                     img_size=cfg.img_size, seed=cfg.seed)
         if splits.skipped:
+            first = splits.skipped[0]
             built.warnings.append(f"skipped {len(splits.skipped)} image/mask pair(s), e.g. "
-                                  f"{splits.skipped[0]}")
+                                  f"{first.path}: {first.reason}")
         meta = ModelMeta.from_dict(self.state["meta"]) if self.state is not None else built.meta
         if cfg.augment:
             from toolbox.augment import build_augmenter
@@ -112,7 +114,7 @@ class SegmentTrainer(_Trainer):
                               label="training pairs")
         val = PreparedPairs(splits.val, meta, workers=workers, progress=self.progress,
                             label="validation pairs")
-        return _Prepared(built, train, val, splits.description, cached=True)
+        return Prepared(built, train, val, splits.description, cached=True)
 
     def _loss(self) -> Any:
         return build_segment_loss(self.cfg.loss, num_classes=len(self.classes),

@@ -1,0 +1,64 @@
+"""What a fine-tuning run reports: the start table, one row per epoch, and the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunStart:
+    """What is about to happen: shown as the table before training."""
+
+    run_dir: Path
+    data: str
+    train_images: int
+    val_images: int
+    classes: list[str]
+    model: str
+    weights: str
+    input_size: tuple[int, int, int]
+    total_params: int
+    trainable_params: int
+    frozen_params: int
+    device: str
+    amp: str
+    world_size: int
+    epochs: int
+    start_epoch: int
+    cached: bool
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EpochRow:
+    """One epoch's figures (a row of metrics.csv)."""
+
+    epoch: int
+    train_loss: float
+    train_acc1: float
+    val_loss: float
+    val_acc1: float
+    val_acc5: float
+    lr: float
+    images_per_s: float
+    epoch_time_s: float
+    frozen: bool = False
+    per_class: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneResult:
+    """The finished run: where it is and how good its best weights are."""
+
+    run_dir: Path
+    model_file: Path
+    epochs: list[EpochRow]
+    best_epoch: int
+    best_val_acc1: float
+    final_val_acc1: float
+    per_class_acc: dict[str, float]
+    class_names: list[str]
+    tensorboard_command: str
+    resumed_from: Path | None = None
