@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -68,7 +69,7 @@ def predict(
       tb predict scans/ --run runs/my-segmenter --out masks/
     """
     from toolbox.cli.progress import make_progress
-    from toolbox.inference import NothingPredicted, predict_images
+    from toolbox.inference import predict_images
     from toolbox.segment.inference import is_segmentation_model
 
     _model_source(run, checkpoint)
@@ -79,14 +80,10 @@ def predict(
     if out is not None:
         raise typer.BadParameter("only segmentation runs write files to --out; use --csv",
                                  param_hint="--out")
-    try:
-        result = predict_images(images, run=run, checkpoint=checkpoint, topk=topk,
-                                batch_size=batch_size, device=device, amp=amp, workers=workers,
-                                csv_path=csv_file, progress=make_progress(not json_out))
-    except NothingPredicted as exc:
-        _warn_skipped(exc.result.skipped)
-        raise
-    _warn_skipped(result.skipped)
+    result = _warning_skipped(lambda: predict_images(
+        images, run=run, checkpoint=checkpoint, topk=topk, batch_size=batch_size,
+        device=device, amp=amp, workers=workers, csv_path=csv_file,
+        progress=make_progress(not json_out)))
     if json_out:
         render.print_json({"model_file": result.model_file, "device": result.device,
                            "predictions": result.predictions, "skipped": result.skipped})
@@ -102,7 +99,6 @@ def _predict_masks(images: list[str], run: Path | None, checkpoint: Path | None,
                    out: Path | None, batch_size: int, device: str, amp: bool,
                    csv_file: Path | None, json_out: bool) -> None:
     from toolbox.cli.progress import make_progress
-    from toolbox.inference import NothingPredicted
     from toolbox.segment.inference import predict_masks
 
     if out is None:
@@ -111,14 +107,9 @@ def _predict_masks(images: list[str], run: Path | None, checkpoint: Path | None,
     for flag, given in (("--amp", amp), ("--csv", csv_file is not None)):
         if given:
             raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
-    try:
-        result = predict_masks(images, out=out, run=run, checkpoint=checkpoint,
-                               batch_size=batch_size, device=device,
-                               progress=make_progress(not json_out))
-    except NothingPredicted as exc:
-        _warn_skipped(exc.result.skipped)
-        raise
-    _warn_skipped(result.skipped)
+    result = _warning_skipped(lambda: predict_masks(
+        images, out=out, run=run, checkpoint=checkpoint, batch_size=batch_size, device=device,
+        progress=make_progress(not json_out)))
     if json_out:
         render.print_json({"model_file": result.model_file, "device": result.device,
                            "out": result.out, "predictions": result.predictions,
@@ -133,6 +124,20 @@ def _predict_masks(images: list[str], run: Path | None, checkpoint: Path | None,
     render.note(f"{len(result.predictions)} segmented, {len(result.skipped)} skipped on "
                 f"{result.device} ({result.images_per_s:.1f} images/s); masks and overlays in "
                 f"{result.out}")
+
+
+def _warning_skipped(predict_call: Callable[[], Any]) -> Any:
+    """Run a prediction service and warn about the inputs it skipped, also when it fails
+    because it skipped them all."""
+    from toolbox.inference import NothingPredicted
+
+    try:
+        result = predict_call()
+    except NothingPredicted as exc:
+        _warn_skipped(exc.result.skipped)
+        raise
+    _warn_skipped(result.skipped)
+    return result
 
 
 def _warn_skipped(skipped: list[Skipped]) -> None:
