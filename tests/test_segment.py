@@ -149,17 +149,20 @@ def test_finetune_predict_evaluate_summary(binary_set, tmp_path, invoke):
 
 
 def test_segment_errors_are_one_line(binary_set, tmp_path, invoke):
-    cases = [
-        (["finetune", "--task", "segment", *TINY], "--task segment needs --data"),
-        (["finetune", "--task", "segment", "--data", binary_set, *TINY, "--loss", "bce"],
+    cases = [  # usage errors exit 2, data that cannot be used exits 1
+        (["finetune", "--task", "segment", *TINY], 2, "--task segment needs --data"),
+        (["finetune", "--task", "segment", "--data", binary_set, *TINY, "--loss", "bce"], 2,
          "unknown loss 'bce'"),
-        (["finetune", "--task", "segment", "--data", binary_set, *TINY, "--decoder", "fnp"],
+        (["finetune", "--task", "segment", "--data", binary_set, *TINY, "--decoder", "fnp"], 2,
          "unknown decoder 'fnp'"),
-        (["finetune", "--task", "segmnt", *TINY], "unknown task 'segmnt'"),
-        (["finetune", "--task", "segment", "--data", tmp_path, *TINY], "no images/ and masks/"),
+        (["finetune", "--task", "segmnt", *TINY], 2, "unknown task 'segmnt'"),
+        (["finetune", "--task", "segment", "--data", binary_set, "--model", "tv:resnet18",
+          "--no-pretrained"], 2, "only timm models"),
+        (["finetune", "--task", "segment", "--data", tmp_path, *TINY], 1,
+         "no images/ and masks/"),
     ]
-    for args, message in cases:
+    for args, code, message in cases:
         result = invoke(*args)
-        assert result.exit_code == 1, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.output

@@ -43,6 +43,12 @@ def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
                                  "the archive is damaged or malicious")
 
 
+def _data_filter_umask(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """`tarfile.data_filter`, but files get the user's umask instead of the archive's modes
+    (as every file tb writes does; an archive made with umask 077 would otherwise stay private)."""
+    return tarfile.data_filter(member, dest).replace(mode=None, deep=False)
+
+
 def extract_archive(archive: Path, dest: Path) -> list[Path]:
     """Extract a tar or zip `archive` into `dest` (which should be a fresh folder).
 
@@ -65,7 +71,7 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
                         raise UnsafeArchiveError(
                             f"refusing {archive.name}: member '{member.name}': {exc}",
                             "the archive is damaged or malicious; nothing was extracted") from exc
-                tar.extractall(dest, members=members, filter="data")
+                tar.extractall(dest, members=members, filter=_data_filter_umask)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 infos = zf.infolist()

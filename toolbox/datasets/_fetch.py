@@ -8,7 +8,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,8 +31,8 @@ from toolbox.datasets._verify import (
     md5_file,
     write_manifest,
 )
-from toolbox.errors import ToolboxError
-from toolbox.fileio import atomic_folder, atomic_path
+from toolbox.errors import ToolboxError, UsageError
+from toolbox.fileio import atomic_folder, atomic_path, staging_dir
 from toolbox.images import write_image
 from toolbox.progress import NullProgress, Progress
 
@@ -123,7 +122,7 @@ def _install(info: DatasetInfo, rf: RemoteFile, src: Path, root: Path,
     file_ok = md5_file(src) == rf.md5
     staging_parent = root / MANIFEST_DIR / "staging"
     staging_parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{info.name}-", dir=staging_parent))
+    work = staging_dir(staging_parent, f"{info.name}-")
     try:
         unpacked: dict[str, Path] = {}
         try:
@@ -254,7 +253,7 @@ def _import(info: DatasetInfo, root: Path, todo: list[RemoteFile],
     try:
         for archive in map(Path, from_archives):
             if not archive.is_file():
-                raise ToolboxError(f"no such file: {archive}", "check the --from-archive path")
+                raise UsageError(f"no such file: {archive}", "check the --from-archive path")
             if archive.name in by_name or not is_archive(archive):
                 if archive.name not in by_name:
                     raise ToolboxError(
@@ -263,12 +262,12 @@ def _import(info: DatasetInfo, root: Path, todo: list[RemoteFile],
                 published[archive.name] = archive
                 continue
             staging_parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="archive-", dir=staging_parent))
+            work = staging_dir(staging_parent, "archive-")
             cleanup.append(work)
             extract_archive(archive, work)
             folders.append(work)
         if from_dir and not Path(from_dir).is_dir():
-            raise ToolboxError(f"no such folder: {from_dir}", "check the --from-dir path")
+            raise UsageError(f"no such folder: {from_dir}", "check the --from-dir path")
         index = _index(folders)
         for rf in todo:
             t0 = time.monotonic()
@@ -469,7 +468,7 @@ def export_segmentation_canvases(info: DatasetInfo, root: Path, dest: Path, *,
     from toolbox.segment.canvas import export_canvases
 
     if info.loader != "mnist":
-        raise ToolboxError(f"--export-segmentation needs objects on a black background; "
+        raise UsageError(f"--export-segmentation needs objects on a black background; "
                            f"{info.name} is not of the MNIST family",
                            "use fashion-mnist, mnist or kmnist")
     train_count = count or SEGMENTATION_TRAIN

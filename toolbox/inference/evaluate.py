@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolbox import runs
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import scan_image_folder, write_image
 from toolbox.inference.metrics import ClassScore, ConfusionCounter, averages, class_scores
@@ -149,7 +149,7 @@ def _labelled_dataset(name: str, root: Path, split: str, model_classes: list[str
 
 def _subset(source: _Labelled, count: int) -> _Labelled:
     if count < 1:
-        raise ToolboxError(f"--max must be at least 1, got {count}")
+        raise UsageError(f"--max must be at least 1, got {count}")
     picks = [round(i * (source.count - 1) / max(1, count - 1)) for i in range(count)]
     if count == 1:
         picks = [0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 
 if TYPE_CHECKING:
     import torch
@@ -111,12 +111,12 @@ def create_segmenter(name: str, *, num_classes: int, decoder: str = "fpn",
                            f"more), got {num_classes}")
     ref = resolve_model(name)
     if ref.source != "timm":
-        raise ToolboxError(f"{ref.name} cannot be a segmentation encoder: only timm models "
+        raise UsageError(f"{ref.name} cannot be a segmentation encoder: only timm models "
                            "give multi-scale features", "pick a timm model, e.g. resnet18")
     try:
         encoder = create_model(name, pretrained=pretrained, features_only=True, **kwargs)
     except (RuntimeError, AttributeError, NotImplementedError, AssertionError) as exc:
-        raise ToolboxError(f"{ref.name} does not support features_only, so it cannot be a "
+        raise UsageError(f"{ref.name} does not support features_only, so it cannot be a "
                            f"segmentation encoder ({str(exc).splitlines()[0]})",
                            "pick a CNN such as resnet18 or tf_efficientnet_lite0") from exc
     channels = list(encoder.feature_info.channels())

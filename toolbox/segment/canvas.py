@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import UsageError
 from toolbox.fileio import atomic_folder, atomic_write_text
 from toolbox.images import write_image
 from toolbox.progress import NullProgress, Progress
@@ -82,7 +82,7 @@ def export_canvases(*, splits: dict[str, Any], classes: Sequence[str], dest: Pat
     progress = progress or NullProgress()
     obj = next(iter(splits.values()))[0][0].shape[0]
     if size < obj:
-        raise ToolboxError(f"--canvas-size {size} is smaller than one image ({obj} px)")
+        raise UsageError(f"--canvas-size {size} is smaller than one image ({obj} px)")
     names = list(BINARY_CLASSES) if binary else ["background", *classes]
     with atomic_folder(dest) as stage:
         for index, (split, source) in enumerate(splits.items()):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import UsageError
 from toolbox.models import DECODER, ModelMeta, create_segmenter
 from toolbox.segment import (
     PreparedPairs,
@@ -91,7 +91,7 @@ class SegmentTrainer(Trainer):
     def _prepare(self, workers: int) -> Prepared:
         cfg = self.cfg
         if cfg.weights is not None:
-            raise ToolboxError("--weights is not supported with --task segment yet",
+            raise UsageError("--weights is not supported with --task segment yet",
                                "start from the hub's encoder weights (--pretrained)")
         splits = load_segment_splits(data=cfg.data, val_split=cfg.val_split, seed=cfg.seed,
                                      workers=workers)

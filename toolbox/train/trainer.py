@@ -27,7 +27,7 @@ from toolbox.train.checkpoint import save_checkpoint
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.distributed import DistContext
 from toolbox.train.engine import NonFiniteLoss, amp_setup, train_epoch, validate
-from toolbox.train.metrics import CSV_COLUMNS, Meter, write_metrics_csv
+from toolbox.train.metrics import CSV_COLUMNS, Meter, topk_for, write_metrics_csv
 from toolbox.train.modeling import (
     BuiltModel,
     build_model,
@@ -133,8 +133,8 @@ class Trainer:
             input_size=tuple(self.meta.input_size), total_params=total,
             trainable_params=trainable, frozen_params=frozen, device=str(self.device),
             amp=self.amp.label, world_size=ctx.world_size, epochs=cfg.epochs,
-            start_epoch=self.epoch + 1, cached=prepared.cached, notes=built.notes,
-            warnings=built.warnings)
+            start_epoch=self.epoch + 1, cached=prepared.cached,
+            topk=topk_for(len(self.classes)), notes=built.notes, warnings=built.warnings)
 
     # -- what a task decides (classification here; `train.segment` overrides these) -----
     row_type: type = EpochRow
@@ -315,8 +315,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
-            atomic_write_text(self.run_dir / runs.ARGS_FILE,
-                              yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            # The options, then what they resolved to (`--resume` reads only the options).
+            atomic_write_text(self.run_dir / runs.ARGS_FILE, yaml.safe_dump(
+                {**cfg.to_dict(), "resolved": start.settings()}, sort_keys=False))
             if self.on_start is not None:
                 self.on_start(start)
         if self.on_start is None:  # otherwise the caller shows them with the start table
@@ -348,7 +349,9 @@ class Trainer:
                                     "lower --lr, add --clip-grad, or try --amp-dtype bf16"
                                     ) from None
             self._log_hparams(writer)
-        return self._result()
+        result = self._result()
+        result.start = start
+        return result
 
     def _one_epoch(self, writer: Any) -> None:
         cfg, ctx = self.cfg, self.ctx
