@@ -24,6 +24,7 @@ NEEDS = {
 # Typer knows), with values the error must name.
 CHECKED_CHOICES = [
     (("summary",), "--dtype", ["float32", "bfloat16"]),
+    (("summary",), "--device", ["cpu", "cuda", "mps"]),
     (("summary",), "--columns", ["output_size", "num_params"]),
     (("augment",), "--preset", ["light", "medium", "heavy"]),
     (("finetune",), "--opt", ["adamw", "adam", "sgd"]),

@@ -334,9 +334,15 @@ def test_epoch_order_is_seeded_and_splits_across_ranks():
     first = data_mod.epoch_indices(10, epoch=1, seed=0, shuffle=True)
     assert first == data_mod.epoch_indices(10, epoch=1, seed=0, shuffle=True)
     assert first != data_mod.epoch_indices(10, epoch=2, seed=0, shuffle=True)
-    ranks = [data_mod.epoch_indices(9, epoch=1, seed=0, shuffle=True, rank=r, world_size=2)
-             for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 5 and set(ranks[0]) | set(ranks[1]) == set(range(9))
+    # Two ranks: each shuffles its own share (5 and 4 of 9 samples), padded to 5 steps.
+    split = data_mod.SubsetSource(data_mod.digits_source(), np.arange(9))
+    shares = [data_mod.rank_share(split, r, 2) for r in (0, 1)]
+    orders = [data_mod.epoch_indices(len(s), epoch=1, seed=0, shuffle=True, rank=r, length=5)
+              for r, s in enumerate(shares)]
+    assert len(orders[0]) == len(orders[1]) == 5
+    seen = {int(shares[r].indices[i]) for r in (0, 1) for i in orders[r]}
+    assert seen == set(range(9))
+    assert sorted(orders[0]) == list(range(5)) and set(orders[1]) == set(range(4))
 
 
 def test_augmentation_seeds_per_sample_and_epoch(tmp_path):

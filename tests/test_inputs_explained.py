@@ -32,7 +32,8 @@ def test_files_that_are_not_images_are_reported_by_augment(tmp_path, invoke):
     assert "skipped notes.txt: not an image file (.txt)" in " ".join(human.stderr.split())
 
 
-def test_predict_and_log_images_say_why_a_file_is_not_used(tmp_path, tmp_path_factory, invoke):
+def test_predict_log_images_and_evaluate_say_why_a_file_is_not_used(tmp_path, invoke,
+                                                                    tmp_path_factory):
     run = shared_run(tmp_path_factory.mktemp("trained"))
     data = write_folder(tmp_path / "data", 1)
     (tmp_path / "notes.txt").write_text("not a picture")
@@ -41,10 +42,17 @@ def test_predict_and_log_images_say_why_a_file_is_not_used(tmp_path, tmp_path_fa
     reasons = {s["reason"] for s in json.loads(result.stdout)["skipped"]}
     assert reasons == {"not an image file (.txt)"}
     (data / "notes.txt").write_text("not a picture")
+    (data / "red" / "labels.csv").write_text("not a picture either")
     logged = invoke("log-images", data, "--tensorboard", tmp_path / "logs", "--json")
     assert logged.exit_code == 0, logged.output
     assert {"path": "notes.txt", "reason": "not an image file (.txt)"} in json.loads(
         logged.stdout)["skipped"]
+    scored = invoke("evaluate", "--run", run, "--data", data, "--out", tmp_path / "eval",
+                    "--no-tensorboard", "--json")
+    assert scored.exit_code == 0, scored.output
+    reasons = {s["file"].rsplit("/", 1)[-1]: s["reason"]
+               for s in json.loads(scored.stdout)["skipped"]}
+    assert reasons == {"labels.csv": "not an image file (.csv)"}
 
 
 def test_a_bad_text_argument_names_the_augmenter_argument_and_values(invoke, tmp_path):

@@ -44,7 +44,9 @@ def test_every_command_writes_with_the_users_umask(umask, tmp_path, invoke, monk
     make_class_folder(tmp_path / "in" / "photos")
     pngs = out / "png"
     run = out / "run"
+    monkeypatch.setenv("TB_CACHE_DIR", str(out / "cache"))  # the model index is written too
     commands = [
+        ("models", "list", "--filter", "resnet18", "--params"),
         ("datasets", "fetch", "tiny-cifar10", "--root", out / "data", "--from-archive", archive,
          "--export-folder", pngs, "--export-max", "12"),
         ("augment", tmp_path / "in" / "photos", out / "aug", "--preset", "light", "--workers",

@@ -188,6 +188,7 @@ class FolderDataset:
     root: Path
     classes: list[str]
     samples: list[tuple[Path, int]]  # (image path, class index)
+    others: tuple[Path, ...] = ()  # files in the class folders that are not images
 
 
 def scan_image_folder(root: str | Path) -> FolderDataset:
@@ -204,10 +205,11 @@ def scan_image_folder(root: str | Path) -> FolderDataset:
         raise ToolboxError(f"{root} has no class sub-folders",
                            "lay images out as DIR/<class>/<image>, one folder per class")
     samples: list[tuple[Path, int]] = []
+    others: list[ImageFile] = []
     for index, name in enumerate(classes):
-        files = collect_images(root / name)
+        files = collect_images(root / name, others)
         if not files:
             raise ToolboxError(f"class folder {root / name} holds no images",
                                "remove the empty folder or add images to it")
         samples.extend((f.path, index) for f in files)
-    return FolderDataset(root, classes, samples)
+    return FolderDataset(root, classes, samples, tuple(o.path for o in others))

@@ -220,20 +220,32 @@ def cache_fits(n_images: int, meta: ModelMeta, budget: int = CACHE_BUDGET_BYTES)
     return n_images * math.prod(meta.input_size) <= budget
 
 
+def rank_share(source: Any, rank: int, world_size: int) -> Any:
+    """The samples of a split that one rank of `world_size` decodes, keeps and uses: a fixed
+    stride (every class is in every share, as splits are listed class by class).
+
+    Under `torchrun` each rank then holds 1/N of the decoded images instead of all of them; it
+    shuffles its own share every epoch (`epoch_indices`), and DDP averages the gradients of all
+    shares, so every sample still counts once per epoch.
+    """
+    if world_size <= 1:
+        return source
+    return SubsetSource(source, np.arange(rank, len(source), world_size))
+
+
 def epoch_indices(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                  world_size: int = 1) -> list[int]:
-    """This rank's sample order for `epoch`: a permutation seeded by (seed, epoch), like
-    `DistributedSampler`, so a resumed run sees the very same order. Padded by wrapping around
-    so every rank gets the same number of samples."""
+                  length: int | None = None) -> list[int]:
+    """The order of a rank's `n` samples for `epoch`: a permutation seeded by (seed, epoch,
+    rank), so a resumed run sees the very same order, padded by wrapping around to `length`, so
+    that every rank takes the same number of steps (shares differ by one sample)."""
     if shuffle:
-        generator = torch.Generator().manual_seed(seed + epoch)
+        # rank 0 keeps the single-process order; other ranks draw their own permutations.
+        generator = torch.Generator().manual_seed(seed + epoch + 1_000_003 * rank)
         order = torch.randperm(n, generator=generator).tolist()
     else:
         order = list(range(n))
-    if world_size > 1:
-        total = math.ceil(n / world_size) * world_size
-        order = (order * math.ceil(total / max(n, 1)))[:total]
-        order = order[rank:total:world_size]
+    if length is not None and n:
+        order = (order * math.ceil(length / n))[:length]
     return order
 
 
@@ -268,10 +280,14 @@ class _EpochSampler(torch.utils.data.Sampler):
 class AugmentedDataset(torch.utils.data.Dataset):
     """Training samples with `--augment` applied in the DataLoader worker processes."""
 
-    def __init__(self, images: PreparedImages, augment: str, seed: int) -> None:
+    def __init__(self, images: PreparedImages, augment: str, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.images = images
         self.augment = augment
         self.seed = seed
+        # Local sample i of a `rank_share` is sample i * world_size + rank of the split: seeds
+        # follow the split's index, so a sample's augmentation does not depend on the ranks.
+        self.rank, self.world_size = rank, world_size
         self._augmenter: Any = None  # built lazily, once per worker process
 
     def __len__(self) -> int:
@@ -288,7 +304,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
             from toolbox.augment import build_augmenter
 
             self._augmenter = build_augmenter(self.augment, seed=self.seed)
-        self._augmenter.seed_(sample_seed(self.seed, epoch, index))
+        self._augmenter.seed_(sample_seed(self.seed, epoch,
+                                          index * self.world_size + self.rank))
         array = self._augmenter.augment_image(image.permute(1, 2, 0).numpy())
         tensor = resize_crop_uint8(np.ascontiguousarray(array), self.images.meta)
         return tensor, self.images.targets[index], None
@@ -342,26 +359,30 @@ def _readable_batches(loader: Any, images: PreparedImages
 class BatchLoader:
     """uint8 image batches and labels for one epoch, in the order `epoch_indices` gives.
 
+    Under `torchrun`, `images` is this rank's `rank_share` and `length` the largest share, so
+    that all ranks take the same number of steps.
+
     From the in-memory cache without augmentation, batches are sliced in this process (no
     workers, no copies through pipes); otherwise a DataLoader with persistent workers decodes
     and augments (`dataset`, taking (epoch, index) items, replaces the built-in augmenting one).
     """
 
     def __init__(self, images: PreparedImages, *, batch_size: int, shuffle: bool, seed: int,
-                 workers: int, rank: int = 0, world_size: int = 1, augment: str | None = None,
-                 drop_last: bool = False, pin_memory: bool = False,
-                 dataset: torch.utils.data.Dataset | None = None) -> None:
+                 workers: int, rank: int = 0, world_size: int = 1, length: int | None = None,
+                 augment: str | None = None, drop_last: bool = False,
+                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None
+                 ) -> None:
         self.images = images
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.length = rank, length
         self.drop_last = drop_last
         self.loader = None
         self.sampler: _EpochSampler | None = None
         if augment or images.tensor is None:
             if dataset is None:
-                dataset = (AugmentedDataset(images, augment, seed) if augment
+                dataset = (AugmentedDataset(images, augment, seed, rank, world_size) if augment
                            else _StreamDataset(images))
             self.sampler = _EpochSampler()
             self.loader = torch.utils.data.DataLoader(
@@ -371,7 +392,7 @@ class BatchLoader:
 
     def _order(self, epoch: int) -> list[int]:
         return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
-                             rank=self.rank, world_size=self.world_size)
+                             rank=self.rank, length=self.length)
 
     def num_batches(self, epoch: int = 0) -> int:
         n = len(self._order(epoch))
@@ -391,13 +412,9 @@ class BatchLoader:
             yield tensor.index_select(0, idx), targets.index_select(0, idx)
 
 
-def val_shard(n: int, rank: int, world_size: int) -> list[int]:
-    """Validation samples for this rank: a plain stride, no padding, so rank sums are exact."""
-    return list(range(rank, n, world_size))
-
-
 class ShardLoader:
-    """Validation batches of a fixed list of indices (no shuffling, no padding)."""
+    """Validation batches of a fixed list of indices (no shuffling, no padding): under
+    `torchrun`, all of this rank's `rank_share`, so the sums over ranks are exact."""
 
     def __init__(self, images: PreparedImages, indices: list[int], batch_size: int,
                  workers: int) -> None:

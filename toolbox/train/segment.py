@@ -110,11 +110,14 @@ class SegmentTrainer(Trainer):
             from toolbox.augment import build_augmenter
 
             build_augmenter(cfg.augment, seed=cfg.seed)  # fail fast on a bad spec
-        train = PreparedPairs(splits.train, meta, workers=workers, progress=self.progress,
-                              label="training pairs")
-        val = PreparedPairs(splits.val, meta, workers=workers, progress=self.progress,
-                            label="validation pairs")
-        return Prepared(built, train, val, splits.description, cached=True)
+        # Each rank decodes and keeps only its share, as classification does.
+        rank, world = self.ctx.rank, self.ctx.world_size
+        train = PreparedPairs(splits.train[rank::world], meta, workers=workers,
+                              progress=self.progress, label="training pairs")
+        val = PreparedPairs(splits.val[rank::world], meta, workers=workers,
+                            progress=self.progress, label="validation pairs")
+        return Prepared(built, train, val, splits.description, cached=True,
+                        train_total=len(splits.train))
 
     def _loss(self) -> Any:
         return build_segment_loss(self.cfg.loss, num_classes=len(self.classes),

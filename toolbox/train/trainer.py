@@ -51,6 +51,7 @@ class Prepared:
     val: Any
     description: str
     cached: bool
+    train_total: int  # the whole training split (a rank holds its share of it)
 
 
 def _frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
@@ -102,15 +103,18 @@ class Trainer:
         if skipped:
             built.warnings.append(f"skipped {len(skipped)} unreadable image(s), e.g. "
                                   f"{skipped[0].path}: {skipped[0].reason}")
-        per_rank = math.ceil(len(self.train_images) / ctx.world_size)
+        # Rank 0's share is the largest: every rank pads its epoch to that many samples.
+        per_rank = math.ceil(prepared.train_total / ctx.world_size)
         self.loader = data_mod.BatchLoader(
             self.train_images, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-            workers=workers, rank=ctx.rank, world_size=ctx.world_size, augment=cfg.augment,
+            workers=workers, rank=ctx.rank, world_size=ctx.world_size,
+            length=per_rank if ctx.enabled else None, augment=cfg.augment,
             drop_last=per_rank > cfg.batch_size, pin_memory=self.device.type == "cuda",
             dataset=self._augmented_dataset())
         self.val_loader = data_mod.ShardLoader(
-            self.val_images, data_mod.val_shard(len(self.val_images), ctx.rank, ctx.world_size),
+            self.val_images, list(range(len(self.val_images))),
             batch_size=cfg.batch_size * 2, workers=workers if not prepared.cached else 0)
+        counts = ctx.all_reduce_sum([len(self.train_images), len(self.val_images)])
 
         self.optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -126,7 +130,7 @@ class Trainer:
         total, trainable, frozen = parameter_counts(self.model)
         return RunStart(
             run_dir=self.run_dir, data=prepared.description,
-            train_images=len(self.train_images), val_images=len(self.val_images),
+            train_images=int(counts[0]), val_images=int(counts[1]),
             classes=self.classes, model=self.meta.model,
             weights=(built.weights_source if self.state is None
                      else f"checkpoint {self.resumed_from}"),
@@ -153,7 +157,11 @@ class Trainer:
                             weights=cfg.weights if self.state is None else None,
                             img_size=cfg.img_size, seed=cfg.seed)
         meta = ModelMeta.from_dict(self.state["meta"]) if self.state is not None else built.meta
-        n_all = len(splits.train) + len(splits.val)
+        ctx = self.ctx
+        # Each rank decodes and keeps only its share of the data (1/N of the memory).
+        train_share = data_mod.rank_share(splits.train, ctx.rank, ctx.world_size)
+        val_share = data_mod.rank_share(splits.val, ctx.rank, ctx.world_size)
+        n_all = len(train_share) + len(val_share)
         cache = cfg.cache if cfg.cache is not None else data_mod.cache_fits(n_all, meta)
         if cfg.augment:
             from toolbox.augment import build_augmenter
@@ -161,12 +169,12 @@ class Trainer:
             # Built once here only to fail fast on a bad spec; the workers build their own.
             build_augmenter(cfg.augment, seed=cfg.seed)
         train = data_mod.PreparedImages(
-            splits.train, meta, cache=cache, workers=workers, progress=self.progress,
+            train_share, meta, cache=cache, workers=workers, progress=self.progress,
             label="training images")
         val = data_mod.PreparedImages(
-            splits.val, meta, cache=cache, workers=workers, progress=self.progress,
+            val_share, meta, cache=cache, workers=workers, progress=self.progress,
             label="validation images")
-        return Prepared(built, train, val, splits.description, cache)
+        return Prepared(built, train, val, splits.description, cache, len(splits.train))
 
     def _check_resumed_classes(self) -> None:
         if self.state is not None and list(self.state["class_names"]) != self.classes:
@@ -382,6 +390,7 @@ class Trainer:
         train = meter.reduce(ctx)
         throughput = ctx.all_reduce_sum([stats.images, stats.seconds])
         val_meter = self._meter()
+        ctx.sync_buffers(self.model)  # every rank validates the model rank 0 saves
         validate(self.model, self.val_loader, loss_fn=self.loss_fn, meta=self.meta,
                  device=self.device, meter=val_meter, channels_last=cfg.channels_last)
         val = val_meter.reduce(ctx)
