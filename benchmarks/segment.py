@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of training per set (default 300; 60 with --quick)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write the data and runs here (kept) instead of a temporary folder")
     args = parser.parse_args()
     count = 200 if args.quick else None
     budget = args.budget or (60.0 if args.quick else 300.0)
@@ -103,7 +105,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
           f"threads, model {args.model} (random init) + fpn, 96 px, budget {budget:.0f}s")
     with tempfile.TemporaryDirectory(prefix="tb-bench-segment-") as tmp:
-        tmp_path = Path(tmp)
+        tmp_path = args.keep or Path(tmp)
         figures = {}
         for name, binary, loss in (("binary", True, "dice"), ("11-class", False, "ce+dice")):
             data = tmp_path / name
