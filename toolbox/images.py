@@ -160,8 +160,8 @@ def read_mask(path: str | Path) -> np.ndarray:
             array = np.asarray(img)
     except ImageReadError:
         raise
-    except (OSError, ValueError) as exc:
-        raise ImageReadError(path, "not a mask image") from exc
+    except Exception as exc:  # PIL raises many types for undecodable bytes (and image bombs)
+        raise ImageReadError(path, f"not a mask image ({type(exc).__name__})") from exc
     return array.astype(np.int32)
 
 

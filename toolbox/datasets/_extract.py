@@ -9,10 +9,12 @@ way by hand (zipfile has no link support, but stored symlinks and `..` names are
 from __future__ import annotations
 
 import gzip
+import lzma
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from toolbox.errors import ToolboxError
@@ -81,8 +83,11 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
         else:
             raise ToolboxError(f"{archive} is not a tar or zip archive",
                                "pass a .tar, .tar.gz, .tgz or .zip file")
-    # KeyError: a tar hard link to a member that is not in the archive (tarfile's own lookup).
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    # Besides the archive modules' own errors, damaged archives raise KeyError (a tar hard link
+    # to a member that is not there), ValueError (a zip name that is not UTF-8),
+    # NotImplementedError (a zip version or method zipfile lacks), zlib and lzma errors.
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError,
+            NotImplementedError, zlib.error, lzma.LZMAError) as exc:
         raise ToolboxError(f"cannot extract {archive}: {exc}",
                            "the archive is truncated or damaged; fetch it again") from exc
     return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -48,6 +48,13 @@ class DataSplits:
     is_demo: bool = False
     default_img_size: int | None = None
 
+    @property
+    def not_images(self) -> list[Any]:
+        """Files in the data folders that are not images (each reported, never used)."""
+        sources = [getattr(s, "base", s) for s in (self.train, self.val)]
+        found = [item for s in sources for item in getattr(s, "not_images", [])]
+        return list(dict.fromkeys(found))  # a split folder's two subsets share one source
+
 
 def stratified_split(targets: np.ndarray, val_fraction: float, seed: int
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,14 @@ class Prepared:
     train_total: int  # the whole training split (a rank holds its share of it)
 
 
+def _not_images_note(skipped: list[Any]) -> list[str]:
+    if not skipped:
+        return []
+    shown = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return [f"left out {len(skipped)} file(s) that are not images: {shown}{more}"]
+
+
 def _frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
     return cfg.freeze and (cfg.unfreeze_at is None or epoch < cfg.unfreeze_at)
 
@@ -99,10 +107,6 @@ class Trainer:
         self.loss_fn = self._loss().to(self.device)
         self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
         self.train_images, self.val_images = prepared.train, prepared.val
-        skipped = self.train_images.skipped + self.val_images.skipped
-        if skipped:
-            built.warnings.append(f"skipped {len(skipped)} unreadable image(s), e.g. "
-                                  f"{skipped[0].path}: {skipped[0].reason}")
         # Rank 0's share is the largest: every rank pads its epoch to that many samples.
         per_rank = math.ceil(prepared.train_total / ctx.world_size)
         self.loader = data_mod.BatchLoader(
@@ -114,7 +118,12 @@ class Trainer:
         self.val_loader = data_mod.ShardLoader(
             self.val_images, list(range(len(self.val_images))),
             batch_size=cfg.batch_size * 2, workers=workers if not prepared.cached else 0)
-        counts = ctx.all_reduce_sum([len(self.train_images), len(self.val_images)])
+        skipped = self.train_images.skipped + self.val_images.skipped
+        # Under torchrun each rank read only its share: count the unreadable files of all.
+        counts = ctx.all_reduce_sum([len(self.train_images), len(self.val_images), len(skipped)])
+        if counts[2]:
+            example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+            built.warnings.append(f"skipped {int(counts[2])} unreadable image(s){example}")
 
         self.optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -174,6 +183,7 @@ class Trainer:
         val = data_mod.PreparedImages(
             val_share, meta, cache=cache, workers=workers, progress=self.progress,
             label="validation images")
+        built.notes.extend(_not_images_note(splits.not_images))
         return Prepared(built, train, val, splits.description, cache, len(splits.train))
 
     def _check_resumed_classes(self) -> None:
