@@ -66,6 +66,7 @@ def predict(
     Examples:
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
+      tb predict photos/ --checkpoint runs/my-run/model.onnx
       tb predict scans/ --run runs/my-segmenter --out masks/
     """
     from toolbox.cli.progress import make_progress
@@ -196,6 +197,7 @@ def evaluate(
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
+      tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service

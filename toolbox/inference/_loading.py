@@ -20,19 +20,33 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from toolbox.inference.exported import OnnxModel
     from toolbox.models import ModelMeta
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with what describes it."""
+    """A model ready for inference, with what describes it.
 
-    model: nn.Module
+    `model` is a PyTorch module, or an `OnnxModel` (an export run by onnxruntime) whose `meta`
+    describes its outside preprocessing; both take a preprocessed batch and return `output`.
+    """
+
+    model: nn.Module | OnnxModel
     meta: ModelMeta
     class_names: list[str]
     model_file: Path
     run_dir: Path | None  # the run folder the file belongs to, when there is one
-    device: torch.device
+    device: torch.device  # where batches go (the CPU for onnxruntime, which copies them itself)
+    output: str = "logits"  # or "probabilities" (an export made with --softmax)
+    runtime: str = "torch"  # or "onnxruntime"
+
+    @property
+    def device_name(self) -> str:
+        """Where the model runs, as results report it."""
+        if self.runtime == "onnxruntime":
+            return f"onnxruntime {self.model.provider.removesuffix('ExecutionProvider')}"
+        return str(self.device)
 
 
 def run_dir_of(model_file: Path) -> Path | None:
@@ -70,16 +84,35 @@ def load_for_inference(*, run: str | Path | None = None, checkpoint: str | Path 
         model_file = Path(checkpoint)
         if not model_file.is_file():
             raise ToolboxError(f"no such model file: {model_file}",
-                               "pass a .safetensors or .pt file written by `tb finetune`")
+                               "pass a .safetensors, .pt or .onnx file written by tb")
         run_dir = run_dir_of(model_file.resolve())
+        if model_file.suffix.lower() == ".onnx":
+            return _load_onnx(model_file, run_dir, device)
     torch_device = resolve_device(device)
     model, meta = load_model_file(model_file)
     model.eval().to(torch_device)
+    return LoadedModel(model, meta, _class_names(meta, model_file), model_file, run_dir,
+                       torch_device)
+
+
+def _class_names(meta: ModelMeta, model_file: Path) -> list[str]:
     names = list(meta.class_names) or [str(i) for i in range(meta.num_classes)]
     if len(names) != meta.num_classes:
         raise ToolboxError(f"{model_file} names {len(names)} classes but its head has "
                            f"{meta.num_classes} outputs", "the file's metadata is inconsistent")
-    return LoadedModel(model, meta, names, model_file, run_dir, torch_device)
+    return names
+
+
+def _load_onnx(model_file: Path, run_dir: Path | None, device: str) -> LoadedModel:
+    """An ONNX export, run by onnxruntime (CUDA provider when present and not --device cpu)."""
+    import torch
+
+    from toolbox.inference.exported import load_onnx
+
+    onnx_file = load_onnx(model_file, device)
+    return LoadedModel(onnx_file.model, onnx_file.meta,
+                       _class_names(onnx_file.meta, model_file), model_file, run_dir,
+                       torch.device("cpu"), output=onnx_file.output, runtime="onnxruntime")
 
 
 class _Items:
@@ -142,6 +175,9 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
 
     if batch_size < 1:
         raise ToolboxError(f"batch size must be at least 1, got {batch_size}")
+    if amp and loaded.runtime != "torch":
+        raise ToolboxError(f"--amp does not apply to {loaded.runtime}",
+                           "an ONNX export runs in the precision it was exported in")
     num_workers = loader_workers(count, batch_size, workers)
     loader = DataLoader(_Items(count, get_image, loaded.meta), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, collate_fn=_collate_readable,
@@ -155,6 +191,7 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
                 continue
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                logits = loaded.model(batch)
-            probs = torch.softmax(logits.float(), dim=1).cpu()
+                out = loaded.model(batch)
+            probs = (out.float() if loaded.output == "probabilities"
+                     else torch.softmax(out.float(), dim=1)).cpu()
             yield Batch(indices, probs, failed)

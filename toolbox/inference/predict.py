@@ -116,7 +116,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     files, skipped = gather_inputs(sources)
     k = min(topk, len(loaded.class_names))
-    result = PredictResult(loaded.model_file, str(loaded.device), k, skipped=skipped)
+    result = PredictResult(loaded.model_file, loaded.device_name, k, skipped=skipped)
     if not files:
         raise NothingPredicted("no image files to predict",
                                "pass image files, folders or quoted globs", result)

@@ -41,10 +41,11 @@ def is_segmentation_model(*, run: str | Path | None = None,
     """Whether the run's (or file's) model segments; reads only the file's metadata."""
     from toolbox.models import read_meta
 
-    path = runs.find_model_file(run) if run is not None else Path(checkpoint)
-    if not path.is_file():
-        return False  # the loader says what is missing
-    meta = read_meta(path)
+    try:
+        path = runs.find_model_file(run) if run is not None else Path(checkpoint)
+        meta = read_meta(path) if path.suffix in (".safetensors", ".pt", ".pth") else None
+    except (ToolboxError, OSError):
+        return False  # the classification loader says what is wrong with it
     return meta is not None and meta.task == "segment"
 
 
