@@ -25,11 +25,21 @@ from toolbox.cli.options import (
 if TYPE_CHECKING:
     from toolbox.inference import EvalResult, PredictResult, Skipped
 
-def _model_source(run: Path | None, checkpoint: Path | None) -> None:
-    if run is None and checkpoint is None:
-        raise typer.BadParameter("give --run RUN_DIR or --checkpoint FILE")
-    if run is not None and checkpoint is not None:
-        raise typer.BadParameter("give only one of --run and --checkpoint")
+PretrainedModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="A pretrained timm or torchvision model instead of a run: predicts its own "
+                    "classes (ImageNet's), e.g. tf_efficientnet_lite0 (weights ship with tb).",
+    show_default=False)]
+
+
+def _model_source(run: Path | None, checkpoint: Path | None, model: str | None = None, *,
+                  takes_model: bool = False) -> None:
+    given = [flag for flag, value in (("--run", run), ("--checkpoint", checkpoint),
+                                      ("--model", model)) if value is not None]
+    if not given:
+        raise typer.BadParameter("give --run RUN_DIR or --checkpoint FILE"
+                                 + (" (or --model NAME)" if takes_model else ""))
+    if len(given) > 1:
+        raise typer.BadParameter(f"give only one of {', '.join(given)}")
 
 
 def _percent(value: float | None) -> str:
@@ -41,6 +51,7 @@ def predict(
         help="Image files, folders (searched recursively) or quoted globs.", show_default=False)],
     run: RunOpt = None,
     checkpoint: CheckpointOpt = None,
+    model: PretrainedModelOpt = None,
     topk: Annotated[int, typer.Option("--topk", min=1, help="Classes to show per image.")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1,
                                             help="Images per forward pass.")] = 32,
@@ -56,7 +67,8 @@ def predict(
 ) -> None:
     """Classify images with a trained model: top-k classes and probabilities per file.
 
-    The class names and preprocessing come from the run, so no flag is repeated.
+    The class names and preprocessing come from the run, so no flag is repeated. With
+    --model, a pretrained model names its own (ImageNet) classes, no run needed.
     Files that cannot be read are reported and skipped; the exit code is 1 only
     when not a single image could be predicted.
 
@@ -66,6 +78,7 @@ def predict(
     Examples:
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
+      tb predict cat.jpg --model tf_efficientnet_lite0
       tb predict photos/ --checkpoint runs/my-run/model.onnx
       tb predict scans/ --run runs/my-segmenter --out masks/
     """
@@ -73,8 +86,8 @@ def predict(
     from toolbox.inference import predict_images
     from toolbox.segment.inference import is_segmentation_model
 
-    _model_source(run, checkpoint)
-    if is_segmentation_model(run=run, checkpoint=checkpoint):
+    _model_source(run, checkpoint, model, takes_model=True)
+    if model is None and is_segmentation_model(run=run, checkpoint=checkpoint):
         _predict_masks(images, run, checkpoint, out, batch_size, device, amp, csv_file,
                        json_out)
         return
@@ -82,11 +95,12 @@ def predict(
         raise typer.BadParameter("only segmentation runs write files to --out; use --csv",
                                  param_hint="--out")
     result = _warning_skipped(lambda: predict_images(
-        images, run=run, checkpoint=checkpoint, topk=topk, batch_size=batch_size,
+        images, run=run, checkpoint=checkpoint, model=model, topk=topk, batch_size=batch_size,
         device=device, amp=amp, workers=workers, csv_path=csv_file,
         progress=make_progress(not json_out)))
     if json_out:
-        render.print_json({"model_file": result.model_file, "device": result.device,
+        render.print_json({"model": result.model, "model_file": result.model_file,
+                           "device": result.device,
                            "predictions": result.predictions, "skipped": result.skipped})
         return
     _show_predictions(result)
@@ -155,8 +169,8 @@ def _show_predictions(result: PredictResult) -> None:
         if result.topk > 1:
             row.append(", ".join(f"{g.label} {g.prob:.1%}" for g in rest))
         rows.append(row)
-    render.show(render.table(f"Predictions ({result.model_file})", columns, rows,
-                             right=["prob"]))
+    title = f"Predictions ({result.model_file or result.model})"
+    render.show(render.table(title, columns, rows, right=["prob"]))
 
 
 def evaluate(

@@ -35,7 +35,7 @@ class LoadedModel:
     model: nn.Module | OnnxModel
     meta: ModelMeta
     class_names: list[str]
-    model_file: Path
+    model_file: Path | None  # None for a pretrained model taken by name
     run_dir: Path | None  # the run folder the file belongs to, when there is one
     device: torch.device  # where batches go (the CPU for onnxruntime, which copies them itself)
     output: str = "logits"  # or "probabilities" (an export made with --softmax)
@@ -61,26 +61,30 @@ def run_dir_of(model_file: Path) -> Path | None:
 
 
 def load_for_inference(*, run: str | Path | None = None, checkpoint: str | Path | None = None,
-                       device: str = "auto") -> LoadedModel:
-    """Load the model of a run folder (best weights) or of one model file, in eval mode.
+                       model: str | None = None, device: str = "auto") -> LoadedModel:
+    """Load the model of a run folder (best weights), of one model file, or a pretrained model
+    by name (its own classes, e.g. ImageNet's), in eval mode.
 
     Raises:
-        ToolboxError: neither or both given, no model in the run, a file without tb metadata.
+        ToolboxError: not exactly one source given, no model in the run, a file without tb
+            metadata, or a pretrained model whose weights or class names cannot be had.
     """
     from toolbox.devices import resolve_device
-    from toolbox.models import load_model_file
+    from toolbox.models import load_model_file, pretrained_classifier
 
-    if (run is None) == (checkpoint is None):
-        raise ToolboxError("give exactly one of a run folder or a checkpoint file",
-                           "use --run RUN_DIR or --checkpoint FILE")
+    if sum(source is not None for source in (run, checkpoint, model)) != 1:
+        raise ToolboxError("give exactly one of a run folder, a checkpoint file or a model name",
+                           "use --run RUN_DIR, --checkpoint FILE or --model NAME")
+    model_file: Path | None = None
+    run_dir: Path | None = None
     if run is not None:
         run = Path(run)
         if not run.is_dir():
             raise ToolboxError(f"no such run folder: {run}",
                                "pass the folder `tb finetune` wrote (or --checkpoint FILE)")
         model_file = runs.find_model_file(run)
-        run_dir: Path | None = run
-    else:
+        run_dir = run
+    elif checkpoint is not None:
         model_file = Path(checkpoint)
         if not model_file.is_file():
             raise ToolboxError(f"no such model file: {model_file}",
@@ -89,13 +93,14 @@ def load_for_inference(*, run: str | Path | None = None, checkpoint: str | Path 
         if model_file.suffix.lower() == ".onnx":
             return _load_onnx(model_file, run_dir, device)
     torch_device = resolve_device(device)
-    model, meta = load_model_file(model_file)
-    model.eval().to(torch_device)
-    return LoadedModel(model, meta, _class_names(meta, model_file), model_file, run_dir,
+    net, meta = (pretrained_classifier(model) if model is not None
+                 else load_model_file(model_file))
+    net.eval().to(torch_device)
+    return LoadedModel(net, meta, _class_names(meta, model_file or model), model_file, run_dir,
                        torch_device)
 
 
-def _class_names(meta: ModelMeta, model_file: Path) -> list[str]:
+def _class_names(meta: ModelMeta, model_file: Path | str) -> list[str]:
     names = list(meta.class_names) or [str(i) for i in range(meta.num_classes)]
     if len(names) != meta.num_classes:
         raise ToolboxError(f"{model_file} names {len(names)} classes but its head has "
@@ -171,7 +176,7 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
     import torch
     from torch.utils.data import DataLoader
 
-    from toolbox.devices import autocast_dtype
+    from toolbox.devices import autocast_dtype, autocast_off_reason
 
     if batch_size < 1:
         raise ToolboxError(f"batch size must be at least 1, got {batch_size}")
@@ -184,6 +189,7 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
                         pin_memory=loaded.device.type == "cuda")
     device = loaded.device
     amp_dtype = autocast_dtype(device.type)
+    amp = amp and autocast_off_reason(device.type) is None
     with torch.inference_mode():
         for indices, batch, failed in loader:
             if batch is None:

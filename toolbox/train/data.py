@@ -31,9 +31,9 @@ from toolbox.sources import (
     SubsetSource,
     image_folder_source,
 )
+from toolbox.train.config import DEMO_IMG_SIZE
 
 DEMO_NAME = "scikit-learn digits"
-DEMO_IMG_SIZE = 32
 CACHE_BUDGET_BYTES = 4 * 1024**3  # decoded uint8 images kept in memory up to this size
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolbox.errors import UsageError
-from toolbox.models import DECODER, ModelMeta, create_segmenter
+from toolbox.models import DECODER, ModelMeta, create_segmenter, data_config
 from toolbox.segment import (
     PreparedPairs,
     SegmentMeter,
@@ -18,7 +18,7 @@ from toolbox.segment import (
     load_segment_splits,
     resize_pair,
 )
-from toolbox.train.modeling import BuiltModel, data_config
+from toolbox.train.modeling import BuiltModel
 from toolbox.train.results import FinetuneResult
 from toolbox.train.trainer import Prepared, Trainer
 

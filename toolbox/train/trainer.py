@@ -75,9 +75,10 @@ class Trainer:
 
     def __init__(self, cfg: FinetuneConfig, ctx: DistContext, device: torch.device,
                  run_dir: Path, state: dict[str, Any] | None, resumed_from: Path | None,
-                 progress: Progress, on_start: Callable | None, on_epoch: Callable | None
-                 ) -> None:
+                 progress: Progress, on_start: Callable | None, on_epoch: Callable | None,
+                 lr_note: str | None = None) -> None:
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, device, run_dir
+        self.lr_note = lr_note  # why cfg.lr, when the mode chose it
         self.state, self.resumed_from = state, resumed_from
         self.progress = progress if ctx.is_main else NullProgress()
         self.on_start, self.on_epoch = on_start, on_epoch
@@ -147,7 +148,8 @@ class Trainer:
             trainable_params=trainable, frozen_params=frozen, device=str(self.device),
             amp=self.amp.label, world_size=ctx.world_size, epochs=cfg.epochs,
             start_epoch=self.epoch + 1, cached=prepared.cached,
-            topk=topk_for(len(self.classes)), notes=built.notes, warnings=built.warnings)
+            topk=topk_for(len(self.classes)), lr=float(cfg.lr), lr_note=self.lr_note,
+            notes=built.notes, warnings=built.warnings)
 
     # -- what a task decides (classification here; `train.segment` overrides these) -----
     row_type: type = EpochRow
@@ -164,7 +166,7 @@ class Trainer:
         built = build_model(model=cfg.model, class_names=self.classes,
                             pretrained=cfg.pretrained and self.state is None,
                             weights=cfg.weights if self.state is None else None,
-                            img_size=cfg.img_size, seed=cfg.seed)
+                            img_size=cfg.img_size, seed=cfg.seed, freeze=cfg.freeze)
         meta = ModelMeta.from_dict(self.state["meta"]) if self.state is not None else built.meta
         ctx = self.ctx
         # Each rank decodes and keeps only its share of the data (1/N of the memory).
@@ -439,5 +441,5 @@ class Trainer:
             epochs=list(self.history), best_epoch=self.best_epoch,
             best_val_acc1=self.best_acc1, final_val_acc1=self._score(self.history[-1]),
             per_class_acc=per_class, class_names=list(self.classes),
-            tensorboard_command=tensorboard_command(self.run_dir),
+            tensorboard_command=tensorboard_command(self.run_dir), lr=float(self.cfg.lr),
             resumed_from=self.resumed_from)
