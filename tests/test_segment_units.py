@@ -184,3 +184,14 @@ def test_palette_png_keeps_the_class_values_and_overlays_colour_only_objects(tmp
     image = np.full((2, 3, 3), 100, dtype=np.uint8)
     shown = overlay(image, mask)
     assert shown[0, 0].tolist() == [100, 100, 100] and shown[0, 1].tolist() != [100, 100, 100]
+
+
+def test_pretrained_encoder_takes_the_classifiers_packaged_weights():
+    from toolbox.models import create_model
+
+    model = create_segmenter("tf_efficientnet_lite0", num_classes=3, pretrained=True)
+    full = create_model("tf_efficientnet_lite0", pretrained=True)  # the offline package
+    encoder = model.encoder.state_dict()
+    assert torch.equal(encoder["conv_stem.weight"], full.state_dict()["conv_stem.weight"])
+    last = next(k for k in encoder if k.startswith("blocks.6"))
+    assert torch.equal(encoder[last], full.state_dict()[last])

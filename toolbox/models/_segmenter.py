@@ -84,6 +84,35 @@ def _build_decoders() -> dict[str, type]:
     return {"fpn": FPNDecoder, "unet": UNetDecoder}
 
 
+def _load_classifier_weights(encoder: nn.Module, name: str, kwargs: dict) -> None:
+    """Give the encoder the pretrained weights of the classifier `name`, found wherever
+    classification finds them (hub cache, packaged weights): the classifier is built with them
+    and its tensors are copied over by name (features_only models keep the backbone's names, or
+    flatten the first dot: `stages.0.x` -> `stages_0.x`).
+
+    Raises:
+        PretrainedWeightsUnavailable: as `create_model` does.
+        ToolboxError: an encoder tensor with no counterpart in the classifier.
+    """
+    from toolbox.models._factory import create_model
+
+    state = create_model(name, pretrained=True, **kwargs).state_dict()
+    picked, missing = {}, []
+    for key, tensor in encoder.state_dict().items():
+        head, _, rest = key.partition(".")
+        for candidate in (key, f"{head.replace('_', '.', 1)}.{rest}" if rest else key):
+            if candidate in state and state[candidate].shape == tensor.shape:
+                picked[key] = state[candidate]
+                break
+        else:
+            missing.append(key)
+    if missing:
+        raise ToolboxError(f"the pretrained weights of {name} do not fit its features_only "
+                           f"encoder ({len(missing)} tensors, e.g. {missing[0]})",
+                           "pass --no-pretrained")
+    encoder.load_state_dict(picked)
+
+
 def output_channels(num_classes: int) -> int:
     """Logit maps the decoder predicts: one for background + one foreground class."""
     return 1 if num_classes == 2 else num_classes
@@ -114,11 +143,13 @@ def create_segmenter(name: str, *, num_classes: int, decoder: str = "fpn",
         raise UsageError(f"{ref.name} cannot be a segmentation encoder: only timm models "
                            "give multi-scale features", "pick a timm model, e.g. resnet18")
     try:
-        encoder = create_model(name, pretrained=pretrained, features_only=True, **kwargs)
+        encoder = create_model(name, features_only=True, **kwargs)
     except (RuntimeError, AttributeError, NotImplementedError, AssertionError) as exc:
         raise UsageError(f"{ref.name} does not support features_only, so it cannot be a "
-                           f"segmentation encoder ({str(exc).splitlines()[0]})",
-                           "pick a CNN such as resnet18 or tf_efficientnet_lite0") from exc
+                         f"segmentation encoder ({str(exc).splitlines()[0]})",
+                         "pick a CNN such as resnet18 or tf_efficientnet_lite0") from exc
+    if pretrained:
+        _load_classifier_weights(encoder, name, kwargs)
     channels = list(encoder.feature_info.channels())
     out = output_channels(num_classes)
     head = _build_decoders()[decoder](channels, out)
