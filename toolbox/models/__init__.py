@@ -20,7 +20,7 @@ from toolbox.models._info import ModelInfo, model_info
 from toolbox.models._listing import ModelListing, ModelRow, list_models
 from toolbox.models._macs import count_macs
 from toolbox.models._registry import load_index
-from toolbox.models._sources import BuiltModel, load_for_summary, load_user_model
+from toolbox.models._sources import ModelFromSpec, load_for_summary, load_user_model
 from toolbox.models._summary import (
     DEFAULT_COLUMNS,
     TORCHINFO_COLUMNS,
@@ -32,7 +32,7 @@ from toolbox.models._summary import (
 __all__ = [
     "DEFAULT_COLUMNS",
     "TORCHINFO_COLUMNS",
-    "BuiltModel",
+    "ModelFromSpec",
     "ModelInfo",
     "ModelListing",
     "ModelMeta",

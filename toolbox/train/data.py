@@ -422,3 +422,47 @@ class ShardLoader:
             idx = index[start:start + self.batch_size]
             yield (self.images.tensor.index_select(0, idx),
                    self.images.targets.index_select(0, idx))
+
+
+@dataclass
+class RunData:
+    """A run's prepared images and the loaders over them."""
+
+    train: PreparedImages
+    val: PreparedImages
+    loader: BatchLoader
+    val_loader: ShardLoader
+    cached: bool
+
+    def warnings(self) -> list[str]:
+        """What the start table warns about: unreadable images left out while decoding."""
+        skipped = self.train.skipped + self.val.skipped
+        if not skipped:
+            return []
+        return [f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0].path}: "
+                f"{skipped[0].reason}"]
+
+
+def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, seed: int,
+                     workers: int, cache: bool | None, augment: str | None, rank: int = 0,
+                     world_size: int = 1, pin_memory: bool = False,
+                     progress: Progress | None = None) -> RunData:
+    """Images at the model's input size (cached in memory when `cache`, or when they fit the
+    budget with `cache` None) and the training and validation loaders of this rank."""
+    cache = cache if cache is not None else cache_fits(len(splits.train) + len(splits.val), meta)
+    if augment:
+        from toolbox.augment import build_augmenter
+
+        # Built once here only to fail fast on a bad spec; the workers build their own.
+        build_augmenter(augment, seed=seed)
+    train = PreparedImages(splits.train, meta, cache=cache, workers=workers, progress=progress,
+                           label="training images")
+    val = PreparedImages(splits.val, meta, cache=cache, workers=workers, progress=progress,
+                         label="validation images")
+    per_rank = math.ceil(len(train) / world_size)
+    loader = BatchLoader(train, batch_size=batch_size, shuffle=True, seed=seed, workers=workers,
+                         rank=rank, world_size=world_size, augment=augment,
+                         drop_last=per_rank > batch_size, pin_memory=pin_memory)
+    val_loader = ShardLoader(val, val_shard(len(val), rank, world_size),
+                             batch_size=batch_size * 2, workers=workers if not cache else 0)
+    return RunData(train, val, loader, val_loader, cache)

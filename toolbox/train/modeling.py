@@ -23,7 +23,7 @@ _BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
 @dataclass
-class BuiltModel:
+class TrainableModel:
     """A model ready to train, with its head's name, its ModelMeta and what happened on the way."""
 
     model: nn.Module
@@ -58,7 +58,7 @@ def data_config(model: nn.Module, img_size: int | None) -> dict:
 
 
 def build_model(*, model: str, class_names: list[str], pretrained: bool, weights: str | None,
-                img_size: int | None, seed: int) -> BuiltModel:
+                img_size: int | None, seed: int) -> TrainableModel:
     """Build `model` with a head for `class_names`, from hub weights, a file, or random init.
 
     Raises:
@@ -93,7 +93,7 @@ def build_model(*, model: str, class_names: list[str], pretrained: bool, weights
                      input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]),
                      std=tuple(cfg["std"]), interpolation=str(cfg["interpolation"]),
                      crop_pct=float(cfg["crop_pct"]), model_kwargs=kwargs)
-    return BuiltModel(net, head, meta, notes, warnings, source)
+    return TrainableModel(net, head, meta, notes, warnings, source)
 
 
 def load_weights(model: nn.Module, head: str, path: Path, model_name: str) -> list[str]:

@@ -62,3 +62,18 @@ class FinetuneResult:
     class_names: list[str]
     tensorboard_command: str
     resumed_from: Path | None = None
+
+    @classmethod
+    def of(cls, run_dir: Path, history: list[EpochRow], best_epoch: int, best_acc1: float,
+           classes: list[str], resumed_from: Path | None = None) -> FinetuneResult:
+        """The result of a run that trained `history`, its best weights from `best_epoch`."""
+        from toolbox import runs
+        from toolbox.tensorboard import tensorboard_command
+
+        best = next((r for r in history if r.epoch == best_epoch), history[-1])
+        return cls(run_dir=run_dir, model_file=run_dir / runs.MODEL_FILE, epochs=list(history),
+                   best_epoch=best_epoch, best_val_acc1=best_acc1,
+                   final_val_acc1=history[-1].val_acc1,
+                   per_class_acc=dict(zip(classes, best.per_class, strict=False)),
+                   class_names=list(classes), tensorboard_command=tensorboard_command(run_dir),
+                   resumed_from=resumed_from)
