@@ -75,7 +75,8 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
         else:
             raise ToolboxError(f"{archive} is not a tar or zip archive",
                                "pass a .tar, .tar.gz, .tgz or .zip file")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    # KeyError: a tar hard link to a member that is not in the archive (tarfile's own lookup).
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
         raise ToolboxError(f"cannot extract {archive}: {exc}",
                            "the archive is truncated or damaged; fetch it again") from exc
     return sorted(p for p in dest.rglob("*") if p.is_file())

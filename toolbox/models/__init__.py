@@ -7,6 +7,7 @@ from toolbox.models._checkpoint import (
     load_state_dict,
     read_meta,
     save_safetensors,
+    torch_load,
 )
 from toolbox.models._factory import (
     ModelRef,
@@ -56,4 +57,5 @@ __all__ = [
     "resolve_model",
     "save_safetensors",
     "summarize",
+    "torch_load",
 ]

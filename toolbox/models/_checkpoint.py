@@ -46,14 +46,54 @@ class ModelMeta:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
-        """Inverse of `to_dict`; unknown keys (from newer versions) are ignored."""
+    def from_dict(cls, data: Any) -> ModelMeta:
+        """Inverse of `to_dict`; unknown keys (from newer versions) are ignored.
+
+        Raises:
+            ValueError: a field is missing or of the wrong type (a damaged or foreign file);
+                the message names it.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("model", "num_classes"):
+            if key not in kwargs:
+                raise ValueError(f"no '{key}'")
+        for key, ok, want in _META_CHECKS:
+            if key in kwargs and not ok(kwargs[key]):
+                raise ValueError(f"'{key}' must be {want}, got {kwargs[key]!r:.60}")
         for key in ("input_size", "mean", "std"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What every ModelMeta field read from a file must be: (field, check, what it must be).
+_META_CHECKS = (
+    ("model", lambda v: isinstance(v, str) and bool(v), "a model name"),
+    ("num_classes", lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    ("class_names", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+     "a list of names"),
+    ("input_size", lambda v: isinstance(v, list | tuple) and len(v) == 3
+     and all(_is_int(n) and n >= 1 for n in v), "three positive integers (C, H, W)"),
+    ("mean", lambda v: isinstance(v, list | tuple) and 1 <= len(v) <= 4
+     and all(map(_is_number, v)), "one number per channel"),
+    ("std", lambda v: isinstance(v, list | tuple) and 1 <= len(v) <= 4
+     and all(_is_number(n) and n > 0 for n in v), "one positive number per channel"),
+    ("interpolation", lambda v: isinstance(v, str), "a name such as bilinear"),
+    ("crop_pct", lambda v: _is_number(v) and v > 0, "a positive number"),
+    ("model_kwargs", lambda v: isinstance(v, dict) and "num_classes" not in v
+     and all(isinstance(k, str) for k in v), "a mapping of argument names"),
+)
 
 
 def save_safetensors(model: nn.Module, dest: str | Path, meta: ModelMeta) -> Path:
@@ -71,18 +111,34 @@ def _bad_file(path: Path, why: str) -> ToolboxError:
                         "pass a .safetensors or .pt file written by `tb finetune`")
 
 
-def _load_pt(path: Path) -> dict[str, Any]:
-    import pickle
+def torch_load(path: Path, what: str, hint: str) -> Any:
+    """`torch.load(weights_only=True)` on the CPU: tensors and plain containers, never code.
 
+    Raises:
+        ToolboxError: the file is not one torch can read, or it holds anything else (a pickle
+            that would run code is refused, not run).
+    """
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise _bad_file(path, str(exc).splitlines()[0] if str(exc) else "unreadable") from exc
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and safetensors errors of many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ToolboxError(f"cannot load {what} {path}: {first}", hint) from exc
+
+
+def _load_pt(path: Path) -> dict[str, Any]:
+    obj = torch_load(path, "model file", "pass a .safetensors or .pt file written by `tb finetune`")
     if not isinstance(obj, dict):
         raise _bad_file(path, "it does not hold a state dict")
     return obj
+
+
+def _meta(path: Path, data: Any) -> ModelMeta:
+    try:
+        return ModelMeta.from_dict(data)
+    except ValueError as exc:
+        raise _bad_file(path, f"its tb metadata is damaged: {exc}") from None
 
 
 def read_meta(path: str | Path) -> ModelMeta | None:
@@ -98,13 +154,21 @@ def read_meta(path: str | Path) -> ModelMeta | None:
                 raw = (handle.metadata() or {}).get(META_KEY)
         except Exception as exc:  # safetensors raises its own error types for bad headers
             raise _bad_file(path, "not a valid safetensors file") from exc
-        return ModelMeta.from_dict(json.loads(raw)) if raw else None
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise _bad_file(path, "its tb metadata is not valid JSON") from None
+        return _meta(path, data)
     obj = _load_pt(path)
-    return ModelMeta.from_dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else None
+    return _meta(path, obj["meta"]) if "meta" in obj else None
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:
     """Weights from a `.safetensors` file, a `tb` checkpoint (its `model` entry) or a `.pth`."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ToolboxError(f"no such file: {path}", "check the path")
@@ -118,6 +182,9 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     else:
         obj = _load_pt(path)
         state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    if not all(isinstance(k, str) for k in state) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise _bad_file(path, "it does not hold a state dict (names mapped to tensors)")
     # DDP and torch.compile prefixes, so any of our checkpoints loads into a plain model.
     for prefix in ("module.", "_orig_mod."):
         if state and all(k.startswith(prefix) for k in state):

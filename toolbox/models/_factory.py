@@ -75,9 +75,12 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: bool 
             model = _create_timm(ref, pretrained, num_classes, kwargs)
         else:
             model = _create_torchvision(ref, pretrained, num_classes, kwargs)
-    except TypeError as exc:
-        raise ToolboxError(f"cannot build {ref.name}: {exc}",
-                           "check the --model-arg names the architecture takes") from exc
+    # Arguments of the wrong name, type or value (`in_chans=-1` fails inside torch).
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ToolboxError(f"cannot build {ref.name}: {first}",
+                           "check the --model-arg names and values the architecture takes"
+                           ) from exc
     return model
 
 

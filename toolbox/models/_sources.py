@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox.errors import ToolboxError, unknown_name
+from toolbox.fileio import is_file
 from toolbox.models._checkpoint import load_model_file
 from toolbox.models._factory import create_model, replace_classifier, resolve_model
 from toolbox.models._registry import TV_PREFIX, torchvision_defaults
@@ -35,7 +36,7 @@ class ModelFromSpec:
 
 
 def _import_file(path: Path) -> Any:
-    if not path.is_file():
+    if not is_file(path):
         raise ToolboxError(f"no such file: {path}", "check the path before the ':'")
     mod_name = f"tb_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
@@ -48,7 +49,8 @@ def _import_file(path: Path) -> Any:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    # SystemExit: a script that parses its command line (argparse) or exits at import.
+    except (Exception, SystemExit) as exc:
         sys.modules.pop(mod_name, None)
         raise ToolboxError(f"cannot import {path}: {type(exc).__name__}: {exc}",
                            f"run `python {path}` to see the full error") from exc
@@ -70,7 +72,7 @@ def _import_module(target: str) -> Any:
         raise ToolboxError(f"cannot import module '{target}': {exc}",
                            "run tb from the folder that holds the package, or pip install it"
                            ) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ToolboxError(f"cannot import module '{target}': {type(exc).__name__}: {exc}",
                            f"run `python -c 'import {target}'` to see the full error") from exc
     finally:
@@ -90,8 +92,8 @@ def load_user_model(spec: str, model_args: dict[str, Any] | None = None) -> nn.M
     if not target or not attr:
         raise ToolboxError(f"malformed model '{spec}'",
                            "use package.module:Factory or path/to/file.py:ClassOrFactory")
-    is_file = target.endswith(".py") or "/" in target or os.sep in target
-    module = _import_file(Path(target)) if is_file else _import_module(target)
+    from_file = target.endswith(".py") or "/" in target or os.sep in target
+    module = _import_file(Path(target)) if from_file else _import_module(target)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -141,7 +143,7 @@ def load_for_summary(spec: str, *, num_classes: int | None = None,
     if path.suffix == ".py":
         raise ToolboxError(f"'{spec}' names a Python file but not what to build from it",
                            f"add the class or factory: {spec}:MyModel")
-    if path.suffix in MODEL_FILE_SUFFIXES or (path.suffix and path.is_file()):
+    if path.suffix in MODEL_FILE_SUFFIXES or (path.suffix and is_file(path)):
         if model_args:
             raise ToolboxError("--model-arg does not apply to a model file",
                                "the file records the arguments its model was built with")
@@ -150,6 +152,9 @@ def load_for_summary(spec: str, *, num_classes: int | None = None,
             replace_classifier(model, num_classes)
         return ModelFromSpec(model, "file", meta.model, tuple(meta.input_size))
     ref = resolve_model(spec)
+    if "num_classes" in model_args:  # `--model-arg num_classes=N` means --num-classes N
+        given = model_args.pop("num_classes")
+        num_classes = given if num_classes is None else num_classes
     model = create_model(spec, num_classes=num_classes, **model_args)
     if ref.source == "timm":
         size = _default_input_size(model)

@@ -12,7 +12,7 @@ from torch import nn
 
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_path
-from toolbox.models import ModelMeta, save_safetensors
+from toolbox.models import ModelMeta, save_safetensors, torch_load
 from toolbox.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, MODEL_FILE, checkpoint_path
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.results import EpochRow
@@ -51,14 +51,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     Raises:
         ToolboxError: unreadable, or a weights-only file rather than a training checkpoint.
     """
-    import pickle
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ToolboxError(f"cannot read checkpoint {path}: {first}",
-                           "pass a checkpoints/last.pt written by `tb finetune`") from exc
+    state = torch_load(path, "checkpoint", "pass a checkpoints/last.pt written by `tb finetune`")
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise ToolboxError(f"{path} is not a tb training checkpoint (no optimizer state)",
                            "use --weights for model files; --resume takes a run folder")
