@@ -80,6 +80,14 @@ def _run_start(trainer: Trainer, splits: data_mod.DataSplits, weights: str, note
         start_epoch=state.epoch + 1, cached=data.cached, notes=notes, warnings=warnings)
 
 
+def _write_args(run_dir: Path, cfg: FinetuneConfig) -> None:
+    """The run's resolved settings beside its outputs (`args.yaml`, as timm writes it)."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / runs.ARGS_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
 class Trainer:
     """One run between epochs: its state (a `TrainState`, what checkpoints capture) and loop."""
 
@@ -140,22 +148,22 @@ class Trainer:
         start = self._setup()
         cfg, ctx, state = self.cfg, self.ctx, self.state
         if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            atomic_write_text(self.run_dir / runs.ARGS_FILE,
-                              yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            _write_args(self.run_dir, cfg)
             if self.on_start is not None:
                 self.on_start(start)
         if self.on_start is None:  # otherwise the caller shows them with the start table
             for message in [*start.warnings, *start.notes]:
                 self.progress.note(message)
         with open_run_log(self.run_dir, ctx.is_main, self.progress) as log:
+            # The loader workers start decoding the first batches while the graph is traced.
+            first = (self.data.loader.batches(state.epoch + 1) if state.epoch < cfg.epochs
+                     else None)
             if state.epoch == 0:
                 log.graph(self.model, tuple(state.meta.input_size), self.device)
             try:
                 while state.epoch < cfg.epochs:
-                    self._one_epoch(log)
+                    self._one_epoch(log, first)
+                    first = None
             except KeyboardInterrupt:
                 if ctx.is_main:
                     self.saver.save_interrupted(state)
@@ -174,7 +182,7 @@ class Trainer:
         return FinetuneResult.of(self.run_dir, state.history, state.best_epoch, state.best_acc1,
                                  state.classes, self.resumed_from)
 
-    def _one_epoch(self, log: RunLog) -> None:
+    def _one_epoch(self, log: RunLog, batches: Any = None) -> None:
         cfg, ctx, state, data = self.cfg, self.ctx, self.state, self.data
         epoch = state.epoch + 1
         frozen = _frozen_at(cfg, epoch)
@@ -191,7 +199,7 @@ class Trainer:
         lrs = current_lrs(state.optimizer)
         t0 = time.perf_counter()
         stats = train_epoch(
-            self.net, data.loader.batches(epoch), epoch=epoch,
+            self.net, batches or data.loader.batches(epoch), epoch=epoch,
             num_batches=data.loader.num_batches(epoch), optimizer=state.optimizer,
             schedule=state.schedule, loss_fn=self.loss_fn, amp=self.amp, meta=state.meta,
             device=self.device, meter=meter, grad_accum=cfg.grad_accum, clip_grad=cfg.clip_grad,
