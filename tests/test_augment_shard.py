@@ -68,6 +68,12 @@ def test_shard_cli_json_retry_and_usage_errors(src, tmp_path, invoke):
                    "--skip-existing", "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["already_done"] == report["images_found"]
+    # The other shard writes into the same OUT: the same pipeline and seed are the same run.
+    other = invoke("augment", src, out, "--aug", SPEC, "--seed", "1", "--shard", "0/2",
+                   "--workers", "1", "--json")
+    assert other.exit_code == 0, other.output
+    second = json.loads(other.stdout)
+    assert second["images_written"] == second["images_found"] == 12 - report["images_found"]
 
     for bad in ("2/2", "1", "a/3", "-1/3"):
         result = invoke("augment", src, out, "--seed", "1", "--shard", bad)

@@ -194,8 +194,8 @@ def test_bad_spec_fails_before_any_image_is_read(tmp_path, monkeypatch, invoke):
         with pytest.raises(AugmentSpecError):
             augment_folder(src, tmp_path / "out", spec=spec, workers=1)
         result = invoke("augment", src, tmp_path / "out", "--aug", spec, "--workers", "1")
-        assert result.exit_code == 1
-        assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+        assert result.exit_code == 2  # a bad option value is a usage error
+        assert result.stderr.count("Invalid value") == 1 and "Traceback" not in result.stderr
     assert reads == []
     assert not (tmp_path / "out").exists()
 
@@ -203,10 +203,10 @@ def test_bad_spec_fails_before_any_image_is_read(tmp_path, monkeypatch, invoke):
 def test_cli_bad_spec_messages(invoke, tmp_path):
     (tmp_path / "src").mkdir()
     result = invoke("augment", tmp_path / "src", tmp_path / "out", "--aug", "Afine(rotate=3)")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown augmenter 'Afine'" in result.stderr and "Affine" in result.stderr
     result = invoke("augment", tmp_path / "src", tmp_path / "out", "--preset", "hevy")
-    assert result.exit_code == 1 and "heavy" in result.stderr
+    assert result.exit_code == 2 and "heavy" in result.stderr
     result = invoke("augment", tmp_path / "src", tmp_path / "out", "--preset", "light",
                     "--aug", "Fliplr(0.5)")
     assert result.exit_code == 2

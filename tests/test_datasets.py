@@ -145,7 +145,7 @@ def test_open_dataset_errors_point_at_the_fetch_command(tmp_path):
 
 def test_fetch_cli_unknown_name_and_missing_dir(invoke, tmp_path):
     result = invoke("datasets", "fetch", "mnits", "--root", tmp_path)
-    assert result.exit_code == 1 and "did you mean: mnist" in result.stderr
+    assert result.exit_code == 2 and "did you mean: mnist" in result.stderr  # a usage error
     result = invoke("datasets", "fetch", "mnist", "--root", tmp_path, "--from-dir",
                     tmp_path / "nope")
     assert result.exit_code == 2

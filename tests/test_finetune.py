@@ -285,7 +285,7 @@ def _bad_inputs(tmp_path):
         "missing data": (["--data", tmp_path / "nope"], "no such data folder"),
         "one class": (["--data", one], "needs at least two"),
         "empty class": (["--data", empty], "holds no images"),
-        "unknown model": (["--data", two, "--model", "resnet_18"], "unknown model 'resnet_18'"),
+        "unknown model": (["--data", two, "--model", "resnet_18"], "unknown model 'resnet_18'", 2),
         "other model's weights": (["--data", two, "--weights", tmp_path / "convnext.safetensors"],
                                   "it holds test_convnext weights"),
         "resume without a run": (["--resume", tmp_path / "norun"], "holds no run to resume"),
@@ -294,20 +294,22 @@ def _bad_inputs(tmp_path):
 
 
 def test_bad_inputs_fail_with_one_line(invoke, tmp_path):
-    for case, (args, message) in _bad_inputs(tmp_path).items():
+    for case, (args, message, *code) in _bad_inputs(tmp_path).items():
         extra = [] if "--model" in args or "--resume" in args else TINY
         result = invoke("finetune", *args, *extra, "--no-pretrained", "--epochs", "1",
                         "--out", tmp_path / "out")
-        assert result.exit_code == 1, (case, result.stdout, result.stderr)
-        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and message in result.stderr, (case, result.stderr)
+        usage = code == [2]  # a bad option value: Typer's usage error, exit 2
+        assert result.exit_code == (2 if usage else 1), (case, result.stdout, result.stderr)
+        lines = [line for line in result.stderr.splitlines()
+                 if line.startswith("Invalid value" if usage else "error:")]
+        assert message in result.stderr and (usage or len(lines) == 1), (case, result.stderr)
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_unknown_model_suggests_close_names(invoke):
     result = invoke("finetune", "--model", "resnet_18", "--epochs", "1")
-    assert result.exit_code == 1 and "resnet18" in result.stderr
+    assert result.exit_code == 2 and "resnet18" in result.stderr
 
 
 def test_out_folder_with_a_run_is_not_overwritten(invoke, tmp_path):
@@ -332,9 +334,15 @@ def test_epoch_order_is_seeded_and_splits_across_ranks():
     first = data_mod.epoch_indices(10, epoch=1, seed=0, shuffle=True)
     assert first == data_mod.epoch_indices(10, epoch=1, seed=0, shuffle=True)
     assert first != data_mod.epoch_indices(10, epoch=2, seed=0, shuffle=True)
-    ranks = [data_mod.epoch_indices(9, epoch=1, seed=0, shuffle=True, rank=r, world_size=2)
-             for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 5 and set(ranks[0]) | set(ranks[1]) == set(range(9))
+    # Two ranks: each shuffles its own share (5 and 4 of 9 samples), padded to 5 steps.
+    split = data_mod.SubsetSource(data_mod.digits_source(), np.arange(9))
+    shares = [data_mod.rank_share(split, r, 2) for r in (0, 1)]
+    orders = [data_mod.epoch_indices(len(s), epoch=1, seed=0, shuffle=True, rank=r, length=5)
+              for r, s in enumerate(shares)]
+    assert len(orders[0]) == len(orders[1]) == 5
+    seen = {int(shares[r].indices[i]) for r in (0, 1) for i in orders[r]}
+    assert seen == set(range(9))
+    assert sorted(orders[0]) == list(range(5)) and set(orders[1]) == set(range(4))
 
 
 def test_augmentation_seeds_per_sample_and_epoch(tmp_path):

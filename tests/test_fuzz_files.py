@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from fuzz_helpers import budget, check_error, outcome, tree
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from toolbox.datasets import UnsafeArchiveError, extract_archive
@@ -64,9 +64,17 @@ def image_bytes(draw: st.DrawFn) -> tuple[str, bytes]:
     return suffix, bytes(data[:cut] if draw(st.booleans()) else data)
 
 
+def _bmp_bomb() -> bytes:
+    """A tiny BMP whose header claims 20,000 x 20,000 pixels (PIL refuses it as a bomb)."""
+    data = bytearray(_encoded(np.zeros((2, 2, 3), np.uint8), "BMP"))
+    data[18:26] = (20000).to_bytes(4, "little") * 2  # width, height
+    return bytes(data)
+
+
 @SETTINGS
 @given(case=image_bytes() | st.tuples(st.sampled_from(sorted(IMAGE_EXTENSIONS)),
                                       st.binary(max_size=200)))
+@example(case=(".bmp", _bmp_bomb()))
 def test_image_reader_returns_rgb_or_one_line(tmp_path, case):
     suffix, data = case
     path = tmp_path / f"image{suffix}"
@@ -150,6 +158,24 @@ def damaged(draw: st.DrawFn, archives: st.SearchStrategy[bytes]) -> bytes:
     return bytes(data)
 
 
+def _tar_link_to_nothing() -> bytes:
+    """A tar whose hard link names a member the archive does not hold."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("link")
+        info.type, info.linkname = tarfile.LNKTYPE, "missing"
+        tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _zip_with_a_bad_name() -> bytes:
+    """A zip that says its member name is UTF-8 but holds bytes that are not."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("é", b"x")
+    return buffer.getvalue().replace("é".encode(), b"\xe0\xa0")
+
+
 def _inside(path: Path, folder: Path) -> bool:
     # realpath, unlike Path.resolve on Python 3.11, answers for a link loop (`a -> a`) too.
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
@@ -159,6 +185,8 @@ def _inside(path: Path, folder: Path) -> bool:
 @given(data=tar_archives() | zip_archives() | damaged(tar_archives() | zip_archives())
        | st.binary(max_size=300),
        name=st.sampled_from(["a.tar", "a.tar.gz", "a.zip", "a.tgz", "a.bin"]))
+@example(data=_tar_link_to_nothing(), name="a.tar")
+@example(data=_zip_with_a_bad_name(), name="a.zip")
 def test_archive_extracts_inside_dest_or_is_refused(tmp_path, data, name):
     with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
         work = Path(folder) / "work"
@@ -285,3 +313,44 @@ def test_model_files_and_checkpoints_load_or_are_refused(tmp_path, case):
         assert tree(tmp_path) == {path.name}
     finally:
         path.unlink()
+
+
+# ----------------------------------------------------------------- data set registry files
+_PATHS = st.sampled_from(["cifar/data_batch_1", "../escape", "/abs/x", "a/../../x", "a\\..\\x",
+                          "C:/x", "", ".", "a/./b", "ok.tar.gz", "x" * 300]) | st.text(max_size=8)
+_ANY = st.none() | st.integers() | st.text(max_size=6) | st.lists(st.integers(), max_size=2)
+
+
+@st.composite
+def registry_entries(draw: st.DrawFn) -> dict:
+    """A valid-looking `$TB_DATASETS_REGISTRY` entry with some fields made hostile."""
+    member = {"path": draw(_PATHS), "md5": draw(st.sampled_from(["0" * 32, None]) | _ANY)}
+    file = {"filename": draw(_PATHS), "md5": "0" * 32, "size": draw(st.integers(-1, 10) | _ANY),
+            "unpack": draw(st.sampled_from(["tar", "gzip", "none", "zip"]) | _ANY),
+            "members": draw(st.sampled_from([[member], [member, member], []]) | _ANY)}
+    entry = {"name": draw(st.sampled_from(["mine", "cifar10", "a/b", "..", ""]) | _PATHS | _ANY),
+             "loader": draw(st.sampled_from(["cifar10", "mnist", "nope"]) | _ANY),
+             "files": draw(st.sampled_from([[file], []]) | _ANY),
+             "classes": draw(st.lists(st.text(max_size=3), max_size=2) | _ANY)}
+    for key in draw(st.lists(st.sampled_from(sorted(entry)), max_size=2, unique=True)):
+        del entry[key]
+    return entry
+
+
+@SETTINGS
+@given(data=st.lists(registry_entries(), max_size=2).map(lambda e: {"datasets": e})
+       | st.lists(registry_entries(), max_size=2) | _ANY | st.dictionaries(st.text(max_size=3),
+                                                                             _ANY, max_size=2))
+def test_registry_files_load_or_are_refused(tmp_path, monkeypatch, data):
+    from toolbox.datasets import REGISTRY_ENV, list_datasets
+
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps(data))
+    monkeypatch.setenv(REGISTRY_ENV, str(registry))
+    infos = outcome(list_datasets)
+    root = tmp_path / "root"
+    for info in infos or []:
+        targets = [root / info.name, root / "downloads" / info.name]
+        targets += [root / "downloads" / f.filename for f in info.files]
+        targets += [root / m.path for m in info.members]
+        assert all(_inside(t, root) for t in targets), info

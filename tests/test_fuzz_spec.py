@@ -181,7 +181,7 @@ def test_comma_separated_steps_run_from_the_cli(tmp_path, invoke):
     assert long.exit_code == 0, long.output
     assert len(yaml.safe_load((tmp_path / "b" / "pipeline.yaml").read_text())["pipeline"]) == 25
     mixed = invoke("augment", tmp_path / "src", tmp_path / "c", "--aug", "Fliplr(0.5), 3")
-    assert mixed.exit_code == 1
+    assert mixed.exit_code == 2  # a bad --aug value is a usage error
     assert "separated by ';'" in mixed.stderr and "Traceback" not in mixed.output
 
 

@@ -63,7 +63,7 @@ def test_table_output(invoke):
 
 def test_unknown_model_suggests_close_names(invoke):
     result = invoke("models", "info", "resnet5O")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad argument value is a usage error
     assert "unknown model 'resnet5O'" in result.stderr
     assert "resnet50" in result.stderr and "Traceback" not in result.stderr
 
@@ -76,5 +76,5 @@ def test_unknown_tag_suggests_the_architectures_tags():
 
 def test_unknown_torchvision_name(invoke):
     result = invoke("models", "info", "tv:resnet19")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "tv:resnet18" in result.stderr

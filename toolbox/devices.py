@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -26,8 +26,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise ToolboxError(f"unknown device '{spec}'",
-                           "use auto, cpu, cuda, cuda:N or mps") from exc
+        raise UsageError(f"unknown device '{spec}'", "use auto, cpu, cuda, cuda:N or mps",
+                         param="--device") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ToolboxError("CUDA was asked for but no CUDA device is available",
@@ -40,7 +40,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
     ):
         raise ToolboxError("MPS was asked for but is not available", "use --device cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise ToolboxError(f"unsupported device '{spec}'", "use auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"unsupported device '{spec}'", "use auto, cpu, cuda, cuda:N or mps",
+                         param="--device")
     return device
 
 

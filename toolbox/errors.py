@@ -33,6 +33,19 @@ class ToolboxError(Exception):
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
 
+class UsageError(ToolboxError):
+    """A value the user typed that no run can use (an unknown name, a value out of range,
+    options that do not go together), found before any work is done.
+
+    The CLI reports it like a bad option type that Typer itself catches: a usage error, exit 2.
+    `param` names the option or argument (`--opt`, `MODEL`) when the raiser knows it.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """Closest valid names to `name`, best first (substring matches count before fuzzy ones)."""
     pool = list(dict.fromkeys(choices))
@@ -42,11 +55,11 @@ def suggest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     return (close + sorted(contains, key=len))[:n]
 
 
-def unknown_name(kind: str, name: str, choices: Iterable[str], list_hint: str | None = None
-                 ) -> ToolboxError:
-    """A ToolboxError for an unknown `kind` named `name`, suggesting the closest valid names."""
+def unknown_name(kind: str, name: str, choices: Iterable[str], list_hint: str | None = None,
+                 param: str | None = None) -> UsageError:
+    """A UsageError for an unknown `kind` named `name`, suggesting the closest valid names."""
     matches = suggest(name, choices)
     hint = f"did you mean: {', '.join(matches)}?" if matches else None
     if list_hint:
         hint = f"{hint} {list_hint}" if hint else list_hint
-    return ToolboxError(f"unknown {kind} '{name}'", hint)
+    return UsageError(f"unknown {kind} '{name}'", hint, param)

@@ -4,7 +4,7 @@ file test that is safe on any user text."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,15 +20,47 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_hidden_file(dest)
+    mode = tmp.stat().st_mode & 0o777  # what the umask gave
     try:
         yield tmp
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors)
+            tmp.chmod(mode)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_hidden_file(dest: Path) -> Path:
+    """Create an empty, uniquely named hidden file beside `dest`, as `open()` would create it.
+
+    Not `tempfile.mkstemp`: it creates files 0600, and the rename would hand that on to every
+    output, so a colleague (or a container running as another user) could not read a shared data
+    set or run folder. Mode 0666 lets the user's umask decide, as for any normally created file.
+    """
+    while True:
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{dest.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+def staging_dir(parent: str | Path, prefix: str) -> Path:
+    """Create a new, uniquely named folder in `parent`, with the permissions the user's umask
+    gives a folder (`tempfile.mkdtemp` makes it 0700, which sticks when it is renamed into place).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return path
 
 
 def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:

@@ -63,12 +63,13 @@ def source_root(src: str | Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def collect_images(src: str | Path) -> list[ImageFile]:
+def collect_images(src: str | Path, others: list[ImageFile] | None = None) -> list[ImageFile]:
     """Image files under `src` (a folder, searched recursively; a file; or a glob), sorted.
 
     Relative paths start at `source_root(src)`, so outputs can mirror the input's sub-folders.
     Hidden files and folders are skipped: they are where atomic writes keep their temporary
-    files.
+    files. Other files (notes.txt) are not images; pass `others` to receive them, so that a
+    command can report each one (see `not_an_image`) instead of leaving it out without a word.
     """
     path = Path(src)
     root = source_root(src)
@@ -81,9 +82,18 @@ def collect_images(src: str | Path) -> list[ImageFile]:
         candidates = [path]
     else:
         raise ToolboxError(f"no such file or folder: {src}", "check the path, or quote a glob")
-    files = [ImageFile(p.resolve(), p.relative_to(root)) for p in candidates
-             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted((f for f in files if not _is_hidden(f.relative)), key=lambda f: f.relative)
+    files = sorted((f for f in (ImageFile(p.resolve(), p.relative_to(root))
+                                for p in candidates if p.is_file())
+                    if not _is_hidden(f.relative)), key=lambda f: f.relative)
+    if others is not None:
+        others.extend(f for f in files if f.relative.suffix.lower() not in IMAGE_EXTENSIONS)
+    return [f for f in files if f.relative.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def not_an_image(path: str | Path) -> str:
+    """The reason a file found among the inputs was not used."""
+    suffix = Path(path).suffix
+    return f"not an image file ({suffix or 'no extension'})"
 
 
 def as_rgb_uint8(array: np.ndarray) -> np.ndarray:
@@ -150,8 +160,8 @@ def read_mask(path: str | Path) -> np.ndarray:
             array = np.asarray(img)
     except ImageReadError:
         raise
-    except (OSError, ValueError) as exc:
-        raise ImageReadError(path, "not a mask image") from exc
+    except Exception as exc:  # PIL raises many types for undecodable bytes (and image bombs)
+        raise ImageReadError(path, f"not a mask image ({type(exc).__name__})") from exc
     return array.astype(np.int32)
 
 
@@ -178,6 +188,7 @@ class FolderDataset:
     root: Path
     classes: list[str]
     samples: list[tuple[Path, int]]  # (image path, class index)
+    others: tuple[Path, ...] = ()  # files in the class folders that are not images
 
 
 def scan_image_folder(root: str | Path) -> FolderDataset:
@@ -194,10 +205,11 @@ def scan_image_folder(root: str | Path) -> FolderDataset:
         raise ToolboxError(f"{root} has no class sub-folders",
                            "lay images out as DIR/<class>/<image>, one folder per class")
     samples: list[tuple[Path, int]] = []
+    others: list[ImageFile] = []
     for index, name in enumerate(classes):
-        files = collect_images(root / name)
+        files = collect_images(root / name, others)
         if not files:
             raise ToolboxError(f"class folder {root / name} holds no images",
                                "remove the empty folder or add images to it")
         samples.extend((f.path, index) for f in files)
-    return FolderDataset(root, classes, samples)
+    return FolderDataset(root, classes, samples, tuple(o.path for o in others))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolbox.errors import ToolboxError
-from toolbox.images import ImageReadError, collect_images, read_image
+from toolbox.errors import ToolboxError, UsageError
+from toolbox.images import ImageFile, ImageReadError, collect_images, not_an_image, read_image
 from toolbox.progress import NullProgress, Progress
 from toolbox.sources import SkippedFile
 from toolbox.tensorboard import (
@@ -66,27 +66,33 @@ class _Item:
     label: str | None = None
 
 
-def _collect(sources: list[str | Path]) -> list[tuple[Path, str]]:
+def _collect(sources: list[str | Path], skipped: list[SkippedFile]
+             ) -> list[tuple[Path, str]]:
     """(path, name) of every image in `sources`; names are paths relative to their folder (or
-    glob root), prefixed with the folder's name when several folders are given."""
+    glob root), prefixed with the folder's name when several folders are given. Files that are
+    not images go to `skipped`, with the reason."""
     files: list[tuple[Path, str]] = []
     for src in sources:
-        found = collect_images(src)
+        others: list[ImageFile] = []
+        found = collect_images(src, others)
         prefix = ""
         if len(sources) > 1 and Path(src).is_dir():
             prefix = f"{Path(src).resolve().name}/"
         files.extend((f.path, prefix + f.relative.as_posix()) for f in found)
+        skipped += [SkippedFile(prefix + o.relative.as_posix(), not_an_image(o.relative))
+                    for o in others]
     return files
 
 
 def _from_files(sources: list[str | Path], max_images: int | None, progress: Progress
                 ) -> tuple[list[_Item], list[SkippedFile]]:
-    files = _collect(sources)
+    skipped: list[SkippedFile] = []
+    files = _collect(sources, skipped)
     shown = ", ".join(map(str, sources))
     if not files:
         raise ToolboxError(f"no images found in {shown}",
                            "pass an image folder, image files, or a quoted glob like 'imgs/*.png'")
-    items, skipped = [], []
+    items = []
     progress.start("reading images", min(len(files), max_images or len(files)))
     for path, name in files:
         if max_images is not None and len(items) >= max_images:
@@ -140,14 +146,14 @@ def log_images(*, logdir: Path, src: str | Path | Sequence[str | Path] | None = 
     """
     progress = progress or NullProgress()
     if (src is None) == (dataset is None):
-        raise ToolboxError("give either image files (SRC) or --dataset, not both or neither",
+        raise UsageError("give either image files (SRC) or --dataset, not both or neither",
                            "e.g. tb log-images photos/ --tensorboard runs/x")
     if mode not in MODES:
         from toolbox.errors import unknown_name
 
-        raise unknown_name("mode", mode, MODES)
+        raise unknown_name("mode", mode, MODES, param="--mode")
     if max_images is not None and max_images < 1:
-        raise ToolboxError("--max must be at least 1")
+        raise UsageError("--max must be at least 1")
     skipped: list[SkippedFile] = []
     if dataset is not None:
         items = _from_dataset(dataset, root, split, max_images)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import UsageError, unknown_name
 
 
 def _upcast(logits: torch.Tensor) -> torch.Tensor:
@@ -136,8 +136,8 @@ def build_loss(name: str, *, label_smoothing: float = 0.0, focal_gamma: float = 
     if info is None:
         raise unknown_name("loss", name, LOSSES, f"choose one of {', '.join(LOSSES)}")
     if label_smoothing and not info.takes_label_smoothing:
-        raise ToolboxError(f"--label-smoothing does not apply to the {name} loss",
+        raise UsageError(f"--label-smoothing does not apply to the {name} loss",
                            "use it with --loss ce or --loss bce")
     if not 0.0 <= label_smoothing < 1.0:
-        raise ToolboxError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
     return info.build(label_smoothing=label_smoothing, focal_gamma=focal_gamma)

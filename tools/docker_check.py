@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 REPO = Path(__file__).resolve().parent.parent
 BASE_TAG = "localhost/tb-check-base:bookworm"
 IMAGE_TAG = "localhost/tb:check"
-PUBLIC_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+PYPI = "https://pypi.org/simple"
 IN_BUILD_PIP_DIR = "/run/tb-host-pip"  # where pip's constraint and cert files are mounted
 
 
@@ -108,7 +108,6 @@ def pip_settings(torch_index: str | None) -> tuple[PipSettings, str]:
     config = _pip_config()
     args: dict[str, str] = {}
     mounts: set[Path] = set()
-    indexes = []
     for key, arg in (("index-url", "PIP_INDEX_URL"), ("extra-index-url", "PIP_EXTRA_INDEX_URL"),
                      ("find-links", "PIP_FIND_LINKS")):
         if key not in config:
@@ -119,7 +118,6 @@ def pip_settings(torch_index: str | None) -> tuple[PipSettings, str]:
             if folder is None:
                 continue
             if key != "find-links":
-                indexes.append((location, folder))
                 # A local "simple" index links its files relative to itself (../../files/):
                 # mount the folder above it too.
                 folder = folder.parent
@@ -130,17 +128,20 @@ def pip_settings(torch_index: str | None) -> tuple[PipSettings, str]:
             inside = f"{IN_BUILD_PIP_DIR}/{arg.lower()}{Path(config[key]).suffix}"
             volumes.append(f"{Path(config[key]).resolve()}:{inside}:ro")
             args[arg] = inside
-    if torch_index is None:
-        # The first local index that serves torch, else the public CPU wheels.
-        torch_index = next((url for url, folder in indexes if (folder / "torch").is_dir()),
-                           PUBLIC_CPU_INDEX)
-    return PipSettings(args, volumes), torch_index
+    # By default torch comes from pip's own index, as every other package does: a local index
+    # that serves torch may lack its CUDA dependencies (pip then falls back to an older torch
+    # from elsewhere, with a torchvision built for another torch: `torchvision::nms does not
+    # exist`, which the Dockerfile's import check catches).
+    return PipSettings(args, volumes), torch_index or config.get("index-url", PYPI)
 
 
 def image_size(tag: str) -> str:
+    """As buildah reports it (uncompressed, all layers), e.g. "7.07 GB"."""
     data = json.loads(sh("buildah", "images", "--json", tag) or "[]")
     size = data[0].get("size") if data else None
-    return f"{size / 1e9:.2f} GB" if isinstance(size, int | float) else "unknown"
+    if isinstance(size, int | float):
+        return f"{size / 1e9:.2f} GB"
+    return str(size or "unknown")
 
 
 def build(settings: PipSettings, torch_index: str) -> float:
@@ -214,6 +215,7 @@ def run_checks(data: Path, extra: dict[str, list[str]]) -> list[tuple[str, bool,
             result = subprocess.run(argv, text=True, capture_output=True, check=False)
             seconds = time.perf_counter() - start
             output = result.stdout + result.stderr
+            (data.parent / f"{re.sub(r'[^a-z0-9]+', '-', check.name)}.log").write_text(output)
             ok = result.returncode == 0
             why = f"exit {result.returncode}"
             if ok and check.expect and not re.search(check.expect, output):
@@ -235,8 +237,7 @@ def main() -> None:
     parser.add_argument("--suite", default="bookworm", help="Debian release of the base image")
     parser.add_argument("--mirror", help="Debian mirror (default: the one apt uses here)")
     parser.add_argument("--torch-index", default=os.environ.get("TORCH_INDEX_URL"),
-                        help="index for torch/torchvision (default: a local index serving "
-                             "torch, else the public CPU wheels)")
+                        help="index for torch/torchvision (default: pip's own index here)")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/tb-docker-check"),
                         help="folder mounted as /data for the checks")
     parser.add_argument("--finetune-args", default="",
@@ -258,7 +259,8 @@ def main() -> None:
     settings, torch_index = pip_settings(opts.torch_index)
     seconds = build(settings, torch_index)
     size = image_size(IMAGE_TAG)
-    print(f"== checks in {IMAGE_TAG}, as user tb in /data (mounted from {opts.work / 'data'})")
+    print(f"== checks in {IMAGE_TAG}, as user tb in /data (mounted from {opts.work / 'data'}; "
+          f"each check's output in {opts.work}/*.log)")
     results = run_checks(opts.work / "data", {"tb finetune": opts.finetune_args.split()})
     print(f"== build {seconds:.0f} s, image {size}, "
           f"{sum(ok for _, ok, _ in results)}/{len(results)} checks passed")

@@ -27,14 +27,14 @@ from toolbox.errors import suggest
 if TYPE_CHECKING:
     import imgaug.augmenters as iaa
 
-# Not offered, with the reason (shown nowhere, kept for maintainers).
+# Not offered, with the reason: a spec that names one is refused with it.
 _HIDDEN = {
     "Augmenter": "abstract base class",
     "Lambda": "needs Python functions",
     "AssertLambda": "needs Python functions",
     "AssertShape": "a debugging check, not an augmentation",
     "SaveDebugImageEveryNBatches": "writes debug files",
-    "Noop": "deprecated alias of Identity",
+    "Noop": "a deprecated alias of Identity; use Identity()",
     "AffineCv2": "deprecated; use Affine(backend='cv2')",
     "ClipCBAsToImagePlanes": "acts on bounding boxes/keypoints only",
     "RemoveCBAsByOutOfImageFraction": "acts on bounding boxes/keypoints only",
@@ -92,6 +92,18 @@ _EXAMPLES = {
     "WithColorspace": "WithColorspace(to_colorspace='HSV', children=WithChannels(0, Add(20)))",
     "WithHueAndSaturation": "WithHueAndSaturation(WithChannels(0, Add((0, 50))))",
     "WithPolarWarping": "WithPolarWarping(CropAndPad(percent=(-0.1, 0.1)))",
+}
+
+# Text parameters that imgaug checks only once an image is augmented, deep in OpenCV (a typo
+# there ends in "OpenCV(4.x) error: (-5:Bad argument) in function 'warpAffine'"): the values
+# each accepts, from imgaug's documentation, checked up front. A test runs every value.
+_TEXT_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    **{(name, "mode"): ("constant", "edge", "symmetric", "reflect", "wrap")
+       for name in ("Affine", "ScaleX", "ScaleY", "TranslateX", "TranslateY", "Rotate",
+                    "ShearX", "ShearY", "PiecewiseAffine")},
+    ("PerspectiveTransform", "mode"): ("constant", "replicate"),
+    ("ElasticTransformation", "mode"): ("constant", "nearest", "reflect", "wrap"),
+    ("Affine", "backend"): ("auto", "skimage", "cv2"),
 }
 
 # Modules whose augmenters move pixels (and so move masks with them); the rest change
@@ -173,7 +185,11 @@ def augmenter_names() -> list[str]:
 
 
 def get_augmenter_info(name: str) -> AugmenterInfo:
-    """The registry entry for `name`; raises AugmentSpecError with close matches if unknown."""
+    """The registry entry for `name`; raises AugmentSpecError with the reason for an augmenter
+    imgaug has but tb does not offer, and with close matches for an unknown name."""
+    if name in _HIDDEN:
+        raise AugmentSpecError(f"augmenter '{name}' is not offered: {_HIDDEN[name]}",
+                               "see `tb augment --list` for the ones that are")
     if name not in _classes():
         matches = suggest(name, _classes())
         hint = f"did you mean: {', '.join(matches)}? " if matches else ""
@@ -217,6 +233,8 @@ def resolve_step(step: Step) -> Step:
             raise AugmentSpecError(
                 f"{step.where or step.name}: parameter '{key}' given twice for {step.name}")
         bound[key] = value
+    for key, value in bound.items():
+        _check_text_choice(step, key, value)
     missing = [p.name for p in info.params if p.required and p.name not in bound]
     if missing:
         raise AugmentSpecError(
@@ -224,6 +242,20 @@ def resolve_step(step: Step) -> Step:
             f"for example: {info.example}")
     resolved = tuple((name, _resolve_value(bound[name])) for name in names if name in bound)
     return Step(step.name, (), resolved, where=step.where)
+
+
+def _check_text_choice(step: Step, key: str, value: Any) -> None:
+    """Refuse a text value imgaug would accept now and fail on later (see `_TEXT_CHOICES`),
+    naming the augmenter, the argument and the values it takes."""
+    allowed = _TEXT_CHOICES.get((step.name, key))
+    values = value if isinstance(value, list | tuple) else [value]
+    if allowed is None or not all(isinstance(v, str) for v in values):
+        return
+    bad = [v for v in values if v not in allowed and v != "ALL"]  # ALL: imgaug's "any of them"
+    if bad:
+        raise AugmentSpecError(
+            f"{step.where or step.name}: {step.name} does not take {key}={bad[0]!r}",
+            f"{key} takes one of: {', '.join(allowed)} (or a list of them, or 'ALL')")
 
 
 def _resolve_value(value: Any) -> Any:

@@ -38,9 +38,11 @@ from toolbox.devices import default_workers
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_path, atomic_write_text
 from toolbox.images import (
+    ImageFile,
     ImageReadError,
     collect_images,
     is_glob,
+    not_an_image,
     read_image,
     read_mask,
     source_root,
@@ -366,6 +368,34 @@ def _plan(files: list, out: Path, masks_root: Path | None, copies: int,
     return tasks
 
 
+def _check_out_is_this_run(out: Path, pipeline: Pipeline, seed: int,
+                           recorded: Pipeline | None, resuming: bool) -> None:
+    """Refuse an OUT that holds another run's outputs (another pipeline or seed, or files tb
+    did not record): mixed silently, OUT/pipeline.yaml would describe only some of its images,
+    and re-running it would not reproduce them. The same pipeline and seed is the same run
+    (a resumed one, or another shard of it), so it may write there; so may a resumed run
+    whose record is unreadable, as its seed had to be given again (see `_recorded`).
+
+    Raises:
+        ToolboxError: OUT is not empty and holds something else.
+    """
+    if not out.is_dir() or not any(not p.name.startswith(".") for p in out.iterdir()):
+        return
+    if recorded is not None and recorded.steps == pipeline.steps and recorded.seed == seed:
+        return
+    if recorded is None and resuming and (out / PIPELINE_FILE).is_file():
+        return
+    if recorded is None:
+        what = "files that no tb augment run recorded"
+    elif recorded.steps != pipeline.steps:
+        what = f"the outputs of another pipeline (see {out / PIPELINE_FILE})"
+    else:
+        what = f"the outputs of seed {recorded.seed}, not {seed}"
+    raise ToolboxError(f"{out} already holds {what}",
+                       "write to a new folder, resume that run with --skip-existing (same "
+                       "pipeline and seed), or pass --overwrite to write over it anyway")
+
+
 def _recorded(out: Path, need_seed: bool) -> Pipeline | None:
     """The pipeline (and seed) in OUT/pipeline.yaml from an earlier, maybe interrupted, run.
 
@@ -499,7 +529,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
                    workers: int | None = None, masks: str | Path | None = None,
                    skip_existing: bool = False, preview: str | Path | None = None,
                    preview_count: int = 4, tensorboard: str | Path | None = None,
-                   shard: tuple[int, int] | None = None,
+                   shard: tuple[int, int] | None = None, overwrite: bool = False,
                    progress: Progress | None = None) -> AugmentReport:
     """Augment every image under SRC into OUT, mirroring SRC's sub-folders.
 
@@ -523,6 +553,8 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
         tensorboard: also log the preview grid (and the pipeline) to this log dir.
         shard: (K, N), 0 <= K < N: do only the files of shard K of N (see `in_shard`); every
             shard needs the same seed, so one must be given (or be in the pipeline file).
+        overwrite: write into an OUT that holds another run's outputs (otherwise refused:
+            see `_check_out_is_this_run`).
         progress: receives progress and notes (the CLI passes a rich bar).
 
     Raises:
@@ -565,7 +597,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
                       include_original=include_original, image_format=image_format,
                       quality=quality, masks_root=masks_root, skip_existing=skip_existing,
                       preview=preview, preview_count=preview_count, tensorboard=tensorboard,
-                      shard=shard, progress=progress)
+                      shard=shard, overwrite=overwrite, progress=progress)
     except BaseException:
         if pool is not None:
             pool.close(cancel=True)
@@ -596,24 +628,23 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
          seed: int | None, copies: int, include_original: bool, image_format: str | None,
          quality: int | None, masks_root: Path | None, skip_existing: bool,
          preview: str | Path | None, preview_count: int, tensorboard: str | Path | None,
-         shard: tuple[int, int] | None, progress: Progress) -> AugmentReport:
+         shard: tuple[int, int] | None, overwrite: bool, progress: Progress) -> AugmentReport:
     check_out_location(src, out, masks_root)
     out_path = Path(out)
     if preview is not None and Path(preview).resolve().suffix.lower() != ".png":
         raise ToolboxError(f"--preview {preview} must be a .png file")
-    files = collect_images(src)
+    others: list[ImageFile] = []
+    files = collect_images(src, others)
     if not files:
-        raise ToolboxError(f"no images found in {src}",
+        also = f" (only {len(others)} other file(s), e.g. {others[0].relative})" if others else ""
+        raise ToolboxError(f"no images found in {src}{also}",
                            "images are files ending in .png, .jpg, .jpeg, .bmp, .gif, .tif, "
                            ".tiff or .webp")
     if preview is not None and Path(preview).resolve() in {f.path for f in files}:
         raise ToolboxError(f"--preview {preview} would overwrite an input image")
 
-    recorded = (_recorded(out_path, need_seed=seed is None and pipeline.seed is None)
-                if skip_existing else None)
-    if recorded is not None and recorded.steps != pipeline.steps:
-        progress.note(f"warning: {out_path / PIPELINE_FILE} holds a different pipeline; the "
-                      "outputs kept by --skip-existing were made with it")
+    recorded = _recorded(out_path, need_seed=skip_existing and seed is None
+                         and pipeline.seed is None)
     if shard is not None and seed is None and pipeline.seed is None:
         raise ToolboxError("--shard needs a seed that every shard shares",
                            "pass the same --seed N to every shard (or a pipeline file with "
@@ -622,10 +653,13 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
         seed_source = "--seed"
     elif pipeline.seed is not None:
         seed, seed_source = pipeline.seed, "pipeline file"
-    elif recorded is not None and recorded.seed is not None:
+    elif skip_existing and recorded is not None and recorded.seed is not None:
         seed, seed_source = recorded.seed, f"resumed from {out_path / PIPELINE_FILE}"
     else:
         seed, seed_source = secrets.randbelow(2**31), "random"
+    if not overwrite:
+        _check_out_is_this_run(out_path, pipeline, int(seed), recorded, skip_existing)
+    if seed_source == "random":
         progress.note(f"seed {seed} chosen at random (pass --seed {seed} to repeat this run)")
 
     report = AugmentReport(
@@ -637,6 +671,9 @@ def _run(src: str | Path, out: str | Path, pool: _WarmPool | None, *, pipeline: 
         report.images_found = sum(in_shard(f.relative.as_posix(), shard) for f in files)
         if not report.images_found:
             progress.note(f"shard {report.shard} holds none of the {len(files)} images")
+    report.skipped += [SkippedFile(o.relative.as_posix(), not_an_image(o.relative))
+                       for o in others
+                       if shard is None or in_shard(o.relative.as_posix(), shard)]
     tasks = _plan(files, out_path, masks_root, copies, include_original, image_format,
                   skip_existing, report, shard)
     if pool is not None and len(tasks) < 2:

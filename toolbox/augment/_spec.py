@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import UsageError
 from toolbox.fileio import is_file
 
 # Parameters whose values are augmenters (or lists of them) rather than plain values.
@@ -38,8 +38,9 @@ _SEPARATOR_HINT = ("write augmenter calls separated by ';' (or ','), e.g. "
                    "\"Fliplr(0.5); Affine(rotate=(-25, 25))\"")
 
 
-class AugmentSpecError(ToolboxError):
-    """A pipeline spec that cannot be parsed or built; the message names the bad item."""
+class AugmentSpecError(UsageError):
+    """A pipeline spec that cannot be parsed or built (a usage error); the message names the
+    bad item."""
 
 
 @dataclass(frozen=True)

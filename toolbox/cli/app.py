@@ -17,10 +17,10 @@ from toolbox.cli import (
     summary,
 )
 from toolbox.cli.errors import set_debug
+from toolbox.cli.help import adopt
 
 app = typer.Typer(
     name="tb",
-    help="tb: everyday chores of PyTorch vision work, from the command line.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -29,6 +29,7 @@ app = typer.Typer(
 
 for module in (models, summary, augment, finetune, log_images, datasets, predict):
     module.register(app)
+adopt(app)  # the house --help for every command registered above
 
 
 def _versions() -> str:
@@ -54,7 +55,16 @@ def root(
     debug: Annotated[bool, typer.Option(
         "--debug", help="Show full tracebacks on errors (or set TB_DEBUG=1).")] = False,
 ) -> None:
-    """tb: everyday chores of PyTorch vision work, from the command line."""
+    """tb: everyday chores of PyTorch vision work, from the command line.
+
+    `tb COMMAND --help` explains each command, with examples.
+
+    Examples:
+      tb models list --filter resnet          # find an architecture
+      tb augment imgs/ aug/ --preset light    # augment a folder of images
+      tb finetune --data photos/ --freeze     # fine-tune on your classes
+      tb predict photos/ --run runs/NAME      # classify with what you trained
+    """
     set_debug(debug)
 
 

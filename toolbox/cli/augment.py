@@ -11,7 +11,7 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import JsonOpt, LogdirOpt, SeedOpt, WorkersOpt
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 
 
 class ImageFormat(StrEnum):
@@ -58,8 +58,7 @@ def _list(as_json: bool) -> None:
         f"{len(infos)} augmenters (imgaug.augmenters)", ["name", "masks", "parameters=defaults"],
         rows, caption="masks: moves pixels, so --masks are transformed too. Parameters without "
                       "a default are required. Use as --aug \"Name(param=value)\" or in a "
-                      "--pipeline file.")
-    tbl.columns[0].no_wrap = True
+                      "--pipeline file.", wrap=["parameters=defaults"])
     render.show(tbl)
 
 
@@ -129,6 +128,9 @@ def augment(
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Keep outputs that exist (resume an interrupted run).")
     ] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Write into an OUT that holds another run's outputs (refused "
+                            "otherwise, so two runs never mix unnoticed).")] = False,
     preview: Annotated[Path | None, typer.Option(
         "--preview", help="Write a PNG grid of originals beside their augmented copies.")
     ] = None,
@@ -147,16 +149,11 @@ def augment(
     Unreadable files are skipped and counted; the exit code is 1 if nothing was written.
 
     Examples:
-
-        tb augment imgs/ out/ --preset light --copies 3 --seed 0
-
-        tb augment imgs/ out/ --aug "Fliplr(0.5); Affine(rotate=(-25, 25))" --preview p.png
-
-        tb augment imgs/ out2/ --pipeline out/pipeline.yaml
-
-        tb augment imgs/ out/ --seed 0 --shard 2/8 --skip-existing
-
-        tb augment --list
+      tb augment imgs/ light/ --preset light --copies 3 --seed 0 --preview light.png
+      tb augment imgs/ flip/ --aug "Fliplr(0.5); Affine(rotate=(-25, 25))"
+      tb augment imgs/ again/ --pipeline light/pipeline.yaml
+      tb augment imgs/ shards/ --seed 0 --shard 2/8 --skip-existing
+      tb augment --list
     """
     if list_:
         _list(as_json)
@@ -173,23 +170,29 @@ def augment(
     if shard_spec is not None and seed is None and pipeline is None:
         raise typer.BadParameter("every shard needs the same seed: add --seed N",
                                  param_hint="--shard")
-    from toolbox.augment import DEFAULT_PRESET, PRESETS, augment_folder
+    from toolbox.augment import DEFAULT_PRESET, PRESETS, AugmentSpecError, augment_folder
     from toolbox.cli.progress import make_progress
 
     if preset is not None and preset not in PRESETS:
         from toolbox.errors import unknown_name
 
-        raise unknown_name("preset", preset, PRESETS, "presets: " + ", ".join(PRESETS))
+        raise unknown_name("preset", preset, PRESETS, "presets: " + ", ".join(PRESETS),
+                           param="--preset")
     if pipeline is not None and not pipeline.is_file():
-        raise ToolboxError(f"pipeline file not found: {pipeline}")
+        raise UsageError(f"pipeline file not found: {pipeline}", param="--pipeline")
     spec: str | Path = aug if aug is not None else pipeline if pipeline is not None \
         else preset or DEFAULT_PRESET
 
-    report = augment_folder(
-        src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
-        image_format=image_format.value if image_format else None, quality=quality,
-        workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
-        tensorboard=tensorboard, shard=shard_spec, progress=make_progress(enabled=not as_json))
+    try:
+        report = augment_folder(
+            src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
+            image_format=image_format.value if image_format else None, quality=quality,
+            workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
+            tensorboard=tensorboard, shard=shard_spec, overwrite=overwrite,
+            progress=make_progress(enabled=not as_json))
+    except AugmentSpecError as exc:  # the spec came from one option: the error names it
+        exc.param = exc.param or (given[0] if given else "--preset")
+        raise
     _render_report(report, as_json)
     if report.nothing_written:
         raise ToolboxError(f"nothing could be written: all {report.images_found} input(s) "

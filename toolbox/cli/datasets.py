@@ -43,11 +43,12 @@ def list_command(
         return
     render.show(render.table(
         f"Data sets under {root or default_root()}",
-        ["name", "task", "classes", "train", "test", "download", "present", "license"],
+        ["name", "task", "classes", "train", "test", "download", "present"],
         [(r.name, r.task, r.classes, f"{r.train_size:,}", f"{r.test_size:,}",
-          _mb(r.download_bytes), "yes" if r.present else r.state, r.license_url)
-         for r in rows],
+          _mb(r.download_bytes), "yes" if r.present else r.state) for r in rows],
         right=("classes", "train", "test", "download")))
+    # Licence URLs are for copying: whole lines under the table, not a folded column in it.
+    render.show("licences:\n" + "\n".join(f"  {r.name}: {r.license_url}" for r in rows))
 
 
 @app.command("fetch")
@@ -91,9 +92,9 @@ def fetch_command(
 
     Examples:
       tb datasets fetch cifar10 --root ./data
-      tb datasets fetch fashion-mnist --root ./data --from-dir /usr/share/datasets/fashion-mnist
-      tb datasets fetch mnist --root ./data --mirror https://mirror.example.org/mnist/
-      tb datasets fetch fashion-mnist --root ./data --export-folder ./fmnist-png --export-max 500
+      tb datasets fetch fashion-mnist --root ./data --from-dir ~/Downloads/fmnist
+      tb datasets fetch mnist --root ./data --mirror https://example.org/mnist/
+      tb datasets fetch mnist --root data --export-folder mnist-png --export-max 50
     """
     from toolbox.cli.progress import make_progress
     from toolbox.datasets import DownloadSettings, default_root, fetch_dataset, get_dataset
@@ -116,7 +117,7 @@ def fetch_command(
         ["file", "action", "source", "size", "MB/s", "verified by"],
         [(f.filename, f.action, f.source, _mb(f.bytes),
           f"{f.mb_per_s:.1f}" if f.mb_per_s else "-", f.verified_by) for f in result.files],
-        right=("size", "MB/s")))
+        right=("size", "MB/s"), wrap=("source", "verified by")))
     pairs = [("loaded by torchvision", ", ".join(f"{k} {v:,}" for k, v in result.splits.items())),
              ("classes", result.classes), ("seconds", f"{result.seconds:.1f}")]
     if result.export is not None:

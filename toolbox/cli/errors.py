@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from toolbox.cli import render
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +31,11 @@ def debug_enabled() -> bool:
 
 def report(exc: BaseException) -> None:
     """Print `exc` as one red line (plus its hint) on stderr."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        # The operating system refused a path the user gave (a name too long, no permission,
+        # a full disk): their files, not a bug in tb.
+        exc = ToolboxError(f"{exc.strerror}: {exc.filename}",
+                           "check the path, its permissions and the free space")
     if isinstance(exc, ToolboxError):
         render.stderr.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, soft_wrap=True)
         if exc.hint:
@@ -43,9 +48,12 @@ def report(exc: BaseException) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Wrap a command so user errors exit 1 with one line and Ctrl-C exits 130 cleanly.
+    """Wrap a command: the one place that decides exit codes.
 
-    Every command is decorated with this (a test walks the command tree to check it).
+    A bad value or a bad mix of options (`UsageError`, from the command or a service) is a usage
+    error, shown and exited (2) exactly as Typer does for a bad option type; any other failure
+    is one line and exit 1; Ctrl-C exits 130. Every command is decorated with this (a test walks
+    the command tree to check it).
     """
 
     @functools.wraps(fn)
@@ -54,6 +62,8 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
+        except UsageError as exc:
+            raise typer.BadParameter(str(exc), param_hint=exc.param) from None
         except KeyboardInterrupt:
             render.stderr.print("interrupted")
             raise typer.Exit(130) from None

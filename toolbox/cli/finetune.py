@@ -13,6 +13,8 @@ from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
 from toolbox.train import FinetuneConfig
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from toolbox.train import EpochRow, FinetuneResult, RunStart
 
 # Every default comes from the service's config, so the CLI and the Python API cannot drift.
@@ -28,13 +30,9 @@ def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.1f}%"  # NaN: a class with no val images
 
 
-def _show_start(start: RunStart, json_output: bool) -> None:
-    for message in start.warnings:
-        render.warn(message)
-    for message in start.notes:
-        render.note(message)
-    if json_output:
-        return
+def _settings(start: RunStart) -> Table:
+    """The settings table: shown on stderr as the run starts, and again in the final report on
+    stdout, which is the run's record (`tb finetune > log` keeps it; args.yaml has it too)."""
     resumed = f" (resuming at epoch {start.start_epoch})" if start.start_epoch > 1 else ""
     rows = [
         ("data", start.data),
@@ -52,18 +50,31 @@ def _show_start(start: RunStart, json_output: bool) -> None:
         ("epochs", f"{start.epochs}{resumed}"),
         ("run folder", str(start.run_dir)),
     ]
-    render.stderr.print(render.key_values("tb finetune", rows))
+    return render.key_values("tb finetune", rows)
 
 
-def _show_epoch(row: EpochRow) -> None:
+def _show_start(start: RunStart, json_output: bool) -> None:
+    for message in start.warnings:
+        render.warn(message)
+    for message in start.notes:
+        render.note(message)
+    if not json_output:
+        render.stderr.print(_settings(start))
+
+
+def _show_epoch(row: EpochRow, topk: int) -> None:
     render.note(f"epoch {row.epoch}: train loss {row.train_loss:.3f} acc {_pct(row.train_acc1)}"
-                f" | val loss {row.val_loss:.3f} acc {_pct(row.val_acc1)} top-5 "
+                f" | val loss {row.val_loss:.3f} acc {_pct(row.val_acc1)} top-{topk} "
                 f"{_pct(row.val_acc5)} | lr {row.lr:.2g} | {row.images_per_s:.0f} img/s | "
                 f"{row.epoch_time_s:.1f}s")
 
 
 def _show_result(result: FinetuneResult) -> None:
-    columns = ["epoch", "train loss", "train acc", "val loss", "val acc", "top-5", "lr",
+    topk = 5
+    if result.start is not None:
+        render.show(_settings(result.start))
+        topk = result.start.topk
+    columns = ["epoch", "train loss", "train acc", "val loss", "val acc", f"top-{topk}", "lr",
                "img/s", "time"]
     rows = [(r.epoch, f"{r.train_loss:.3f}", _pct(r.train_acc1), f"{r.val_loss:.3f}",
              _pct(r.val_acc1), _pct(r.val_acc5), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
@@ -194,12 +205,12 @@ def finetune_command(
 
     Examples:
       tb finetune --freeze --amp
-      tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3 --epochs 10
+      tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-resnet18
     """
     from toolbox.cli.progress import make_progress
-    from toolbox.errors import ToolboxError
+    from toolbox.errors import UsageError
     from toolbox.train import ResumeOverrides, finetune, is_main_process
 
     try:
@@ -227,15 +238,23 @@ def finetune_command(
     # of their own, since with --resume "unset" means "keep the run's").
     config = FinetuneConfig(**{k: v for k, v in given.items() if v is not None})
     if resume is not None and (data or dataset or weights):
-        raise ToolboxError("--resume continues a run with its own data and weights",
-                           "drop --data/--dataset/--weights, or start a new run")
+        raise UsageError("--resume continues a run with its own data and weights",
+                         "drop --data/--dataset/--weights, or start a new run")
+    topk = [5]  # known once the data is: the epoch lines say top-K, never more than classes
+
+    def on_start(start: RunStart) -> None:
+        topk[0] = start.topk
+        _show_start(start, json_output)
+
+    def on_epoch(row: EpochRow) -> None:
+        _show_epoch(row, topk[0])
+
     result = finetune(
         config, resume=resume,
         resume_overrides=ResumeOverrides(epochs=epochs, workers=workers,
                                          device=device if device != _D.device else None),
         progress=make_progress(enabled=main_rank and not json_output),
-        on_start=lambda start: _show_start(start, json_output),
-        on_epoch=None if json_output else _show_epoch)
+        on_start=on_start, on_epoch=None if json_output else on_epoch)
     if not main_rank:
         return
     if json_output:

@@ -68,7 +68,7 @@ def log_images_command(
     Examples:
       tb log-images photos/ --tensorboard runs/look --nrow 6
       tb log-images 'shots/*.png' --tensorboard runs/look --mode each --tag shots
-      tb log-images --dataset fashion-mnist --root ./data --max 32 --tensorboard runs/fmnist
+      tb log-images --dataset mnist --root data --max 32 --tensorboard runs/mnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.log_images import MODES, log_images

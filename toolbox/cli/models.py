@@ -65,6 +65,9 @@ def list_command(
         progress = make_progress()
     listing = list_models(pattern=pattern, source=source.value, pretrained=pretrained,
                           params=params, limit=limit, progress=progress)
+    if listing.suggestions:  # a note, so --json stays `[]`
+        render.note(f"no architecture matches '{pattern}'; did you mean: "
+                    f"{', '.join(listing.suggestions)}?")
     if json_output:
         keys = ("name", "source", "input_size", "pretrained_tags", "family") + (
             ("params",) if params else ())
@@ -87,10 +90,7 @@ def list_command(
     caption += f" ({parts})" if parts else ""
     if len(listing.rows) < listing.matched:
         caption += f"; showing {len(listing.rows)} (--limit)"
-    tbl = render.table(None, columns, rows, right=("params", "tags"))
-    for column in tbl.columns:  # names are for copying: never fold them mid-word
-        column.no_wrap = column.header in ("name", "source", "input size")
-    render.show(tbl)
+    render.show(render.table(None, columns, rows, right=("params", "tags")))
     render.show(caption)  # a footer line of its own: a caption would wrap to the table's width
 
 

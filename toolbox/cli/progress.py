@@ -66,6 +66,7 @@ class PlainProgress:
         self._unit = "items"
         self._done = 0.0
         self._t0 = self._last = 0.0
+        self._shown = -1.0  # the count the last printed line showed
         self._active = False
 
     def _line(self) -> None:
@@ -77,16 +78,18 @@ class PlainProgress:
                   f"({elapsed:.1f}s, {rate / 1e6:.1f} MB/s)", file=sys.stderr, flush=True)
             return
         of = f"/{self._total:g}" if self._total else ""
-        print(f"{self._desc}: {self._done:g}{of} {self._unit} "
+        unit = _counted(self._total if self._total else self._done, self._unit)
+        print(f"{self._desc}: {self._done:g}{of} {unit} "
               f"({elapsed:.1f}s, {rate:.1f} {self._unit}/s)", file=sys.stderr, flush=True)
 
     def start(self, description: str, total: float | None, unit: str = "items") -> None:
         self.finish()
         self._desc, self._total, self._unit, self._done = description, total, unit, 0.0
+        self._shown = -1.0
         self._t0 = self._last = time.monotonic()
         self._active = True
-        print(f"{description}: started ({total:g} {unit})" if total else f"{description}: started",
-              file=sys.stderr, flush=True)
+        print(f"{description}: started ({total:g} {_counted(total, unit)})" if total
+              else f"{description}: started", file=sys.stderr, flush=True)
 
     def advance(self, amount: float = 1) -> None:
         self._done += amount
@@ -94,14 +97,22 @@ class PlainProgress:
         if now - self._last >= self.interval:
             self._last = now
             self._line()
+            self._shown = self._done
 
     def note(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     def finish(self) -> None:
-        if self._active:
+        if self._active and self._done != self._shown:  # the last line may already say it all
             self._line()
-            self._active = False
+        self._active = False
+
+
+def _counted(count: float, unit: str) -> str:
+    """`unit` for `count` of them: "1 batch", "2 batches", "1 image" (bytes stay "B")."""
+    if count != 1 or not unit.endswith("s"):
+        return unit
+    return unit[:-2] if unit.endswith(("ches", "shes", "sses", "xes")) else unit[:-1]
 
 
 def make_progress(enabled: bool = True) -> TerminalProgress | PlainProgress:

@@ -12,7 +12,7 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import DeviceOpt, JsonOpt, LogdirOpt
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 
 if TYPE_CHECKING:
     from toolbox.models import ModelSummary
@@ -39,7 +39,7 @@ def parse_input_size(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         values = []
     if len(values) not in (3, 4) or any(v <= 0 for v in values):
-        raise ToolboxError(f"malformed --input-size '{text}'", hint)
+        raise UsageError(f"malformed --input-size '{text}'", hint)
     if len(values) == 3:
         values = [1, *values]
     return tuple(values)  # type: ignore[return-value]
@@ -55,7 +55,8 @@ def parse_columns(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]
     for name in names:
         if name not in TORCHINFO_COLUMNS:
             raise unknown_name("column", name, TORCHINFO_COLUMNS,
-                               f"columns are torchinfo's: {', '.join(TORCHINFO_COLUMNS)}")
+                               f"columns are torchinfo's: {', '.join(TORCHINFO_COLUMNS)}",
+                               param="--columns")
     return tuple(dict.fromkeys(names))
 
 
@@ -73,7 +74,7 @@ def parse_model_args(pairs: list[str] | tuple[str, ...] | None) -> dict[str, Any
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not _IDENT.match(key):
-            raise ToolboxError(f"malformed --model-arg '{pair}'",
+            raise UsageError(f"malformed --model-arg '{pair}'",
                                "give key=value, e.g. --model-arg width=64 --model-arg "
                                "act='relu'")
         kwargs[key] = _literal(value.strip())
@@ -122,10 +123,8 @@ def _render(result: ModelSummary) -> None:
                      *(_cell(layer, c, result.total_params) for c in columns)])
     title = (f"{result.architecture} ({result.source}) · input {_shape(result.input_size)} "
              f"{result.dtype} on {result.device}, {result.mode} mode")
-    tbl = render.table(title, ["layer", *columns], rows,
-                       right=[c for c in columns if c not in ("trainable",)])
-    tbl.columns[0].no_wrap = True
-    render.show(tbl)
+    render.show(render.table(title, ["layer", *columns], rows,
+                             right=[c for c in columns if c not in ("trainable",)]))
 
     def mb(value: float | None) -> str:
         return f"{value:.2f}" if value is not None else "--"
@@ -186,7 +185,7 @@ def summary(
 
     Examples:
       tb summary resnet18 --depth 1
-      tb summary vit_base_patch16_224 --input-size 3x224x224 --columns input_size,num_params
+      tb summary vit_base_patch16_224 -i 3x224x224 --columns input_size,num_params
       tb summary my_model.py:Net --model-arg width=32 --json
     """
     from toolbox.models import parse_dtype, summarize

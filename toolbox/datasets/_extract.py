@@ -9,10 +9,12 @@ way by hand (zipfile has no link support, but stored symlinks and `..` names are
 from __future__ import annotations
 
 import gzip
+import lzma
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from toolbox.errors import ToolboxError
@@ -43,6 +45,12 @@ def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
                                  "the archive is damaged or malicious")
 
 
+def _data_filter_umask(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """`tarfile.data_filter`, but files get the user's umask instead of the archive's modes
+    (as every file tb writes does; an archive made with umask 077 would otherwise stay private)."""
+    return tarfile.data_filter(member, dest).replace(mode=None, deep=False)
+
+
 def extract_archive(archive: Path, dest: Path) -> list[Path]:
     """Extract a tar or zip `archive` into `dest` (which should be a fresh folder).
 
@@ -65,7 +73,7 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
                         raise UnsafeArchiveError(
                             f"refusing {archive.name}: member '{member.name}': {exc}",
                             "the archive is damaged or malicious; nothing was extracted") from exc
-                tar.extractall(dest, members=members, filter="data")
+                tar.extractall(dest, members=members, filter=_data_filter_umask)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 infos = zf.infolist()
@@ -75,8 +83,11 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
         else:
             raise ToolboxError(f"{archive} is not a tar or zip archive",
                                "pass a .tar, .tar.gz, .tgz or .zip file")
-    # KeyError: a tar hard link to a member that is not in the archive (tarfile's own lookup).
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    # Besides the archive modules' own errors, damaged archives raise KeyError (a tar hard link
+    # to a member that is not there), ValueError (a zip name that is not UTF-8),
+    # NotImplementedError (a zip version or method zipfile lacks), zlib and lzma errors.
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError,
+            NotImplementedError, zlib.error, lzma.LZMAError) as exc:
         raise ToolboxError(f"cannot extract {archive}: {exc}",
                            "the archive is truncated or damaged; fetch it again") from exc
     return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -8,7 +8,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,8 +30,8 @@ from toolbox.datasets._verify import (
     md5_file,
     write_manifest,
 )
-from toolbox.errors import ToolboxError
-from toolbox.fileio import atomic_path
+from toolbox.errors import ToolboxError, UsageError
+from toolbox.fileio import atomic_path, staging_dir
 from toolbox.images import write_image
 from toolbox.progress import NullProgress, Progress
 
@@ -118,7 +117,7 @@ def _install(info: DatasetInfo, rf: RemoteFile, src: Path, root: Path,
     file_ok = md5_file(src) == rf.md5
     staging_parent = root / MANIFEST_DIR / "staging"
     staging_parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{info.name}-", dir=staging_parent))
+    work = staging_dir(staging_parent, f"{info.name}-")
     try:
         unpacked: dict[str, Path] = {}
         try:
@@ -249,7 +248,7 @@ def _import(info: DatasetInfo, root: Path, todo: list[RemoteFile],
     try:
         for archive in map(Path, from_archives):
             if not archive.is_file():
-                raise ToolboxError(f"no such file: {archive}", "check the --from-archive path")
+                raise UsageError(f"no such file: {archive}", "check the --from-archive path")
             if archive.name in by_name or not is_archive(archive):
                 if archive.name not in by_name:
                     raise ToolboxError(
@@ -258,12 +257,12 @@ def _import(info: DatasetInfo, root: Path, todo: list[RemoteFile],
                 published[archive.name] = archive
                 continue
             staging_parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="archive-", dir=staging_parent))
+            work = staging_dir(staging_parent, "archive-")
             cleanup.append(work)
             extract_archive(archive, work)
             folders.append(work)
         if from_dir and not Path(from_dir).is_dir():
-            raise ToolboxError(f"no such folder: {from_dir}", "check the --from-dir path")
+            raise UsageError(f"no such folder: {from_dir}", "check the --from-dir path")
         index = _index(folders)
         for rf in todo:
             t0 = time.monotonic()
@@ -329,7 +328,7 @@ def export_image_folder(*, name: str, root: Path, dest: Path, max_per_split: int
     if len(set(folders)) != len(folders):
         folders = [f"{i:03d}_{f}" for i, f in enumerate(folders)]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    stage = staging_dir(dest.parent, f".{dest.name}.partial-")
     counts = {}
     try:
         for split, ds in opened.items():

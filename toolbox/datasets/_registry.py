@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from toolbox.errors import ToolboxError, unknown_name
 
@@ -233,6 +234,15 @@ def _extra_from_json(entry: dict, source: str) -> DatasetInfo:
         raise ToolboxError(f"bad data set entry in {source}: {exc!r}",
                            "each entry needs name, loader, files[{filename, md5, members}]"
                            ) from exc
+    # Files are written to ROOT/<member path> and downloads/<filename>: a `..` or an absolute
+    # path in someone else's registry file would write outside the root.
+    names = [info.name, *(f.filename for f in info.files)]
+    bad = next((n for n in names if not (_is_inside(n) and "/" not in n)), None)
+    bad = bad if bad is not None else next(
+        (m.path for m in info.members if not _is_inside(m.path)), None)
+    if bad is not None:
+        raise ToolboxError(f"bad data set entry in {source}: names, file names and member "
+                           f"paths must stay inside the data set folder, got {bad!r}")
     if info.loader not in LOADERS:
         raise ToolboxError(f"bad data set entry '{info.name}' in {source}: loader must be one of "
                            f"{', '.join(LOADERS)}")
@@ -246,6 +256,13 @@ def _extra_from_json(entry: dict, source: str) -> DatasetInfo:
     return info
 
 
+def _is_inside(path: Any) -> bool:
+    """A relative path with no `..`, `\\` or drive: it stays below the folder it is joined to."""
+    parts = PurePosixPath(path).parts if isinstance(path, str) else ()
+    return (bool(parts) and not PurePosixPath(path).is_absolute() and ".." not in parts
+            and "\\" not in path and ":" not in parts[0])
+
+
 def _extras() -> tuple[DatasetInfo, ...]:
     path = os.environ.get(REGISTRY_ENV)
     if not path:
@@ -256,6 +273,9 @@ def _extras() -> tuple[DatasetInfo, ...]:
         raise ToolboxError(f"cannot read ${REGISTRY_ENV} file {path}: {exc}",
                            f"fix the file or unset {REGISTRY_ENV}") from exc
     entries = data.get("datasets", data) if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ToolboxError(f"${REGISTRY_ENV} file {path} must hold a list of data set entries",
+                           "see the README: {\"datasets\": [{name, loader, files}, ...]}")
     infos = tuple(_extra_from_json(e, path) for e in entries)
     builtin_names = {d.name for d in BUILTIN}
     for info in infos:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolbox import runs
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
-from toolbox.images import scan_image_folder, write_image
+from toolbox.images import not_an_image, scan_image_folder, write_image
 from toolbox.inference.metrics import ClassScore, ConfusionCounter, averages, class_scores
 from toolbox.inference.predict import Skipped, display_path
 from toolbox.jsonable import to_jsonable
@@ -64,6 +64,7 @@ class _Labelled:
     labels: list[int]
     describe: Callable[[int], str]
     renamed: dict[str, str] = field(default_factory=dict)  # data class -> model class
+    not_images: list[Skipped] = field(default_factory=list)  # files found that are not images
 
 
 def _name_key(name: str) -> str:
@@ -133,7 +134,7 @@ def _labelled_folder(data: Path, split: str | None, model_classes: list[str]) ->
     tag = f"{data.resolve().name}-{used}" if used else folder.resolve().name
     return _Labelled(str(folder), tag, len(paths), FileReader(paths),
                    [mapping[c] for _, c in tree.samples], lambda i: display_path(paths[i]),
-                   renamed)
+                   renamed, [Skipped(display_path(p), not_an_image(p)) for p in tree.others])
 
 
 def _labelled_dataset(name: str, root: Path, split: str, model_classes: list[str]) -> _Labelled:
@@ -149,13 +150,13 @@ def _labelled_dataset(name: str, root: Path, split: str, model_classes: list[str
 
 def _subset(source: _Labelled, count: int) -> _Labelled:
     if count < 1:
-        raise ToolboxError(f"--max must be at least 1, got {count}")
+        raise UsageError(f"--max must be at least 1, got {count}")
     picks = [round(i * (source.count - 1) / max(1, count - 1)) for i in range(count)]
     if count == 1:
         picks = [0]
     return _Labelled(f"{source.name}, {count} of {source.count}", source.tag, count,
                    PickedReader(source.get_image, picks), [source.labels[p] for p in picks],
-                   lambda i: source.describe(picks[i]), source.renamed)
+                   lambda i: source.describe(picks[i]), source.renamed, source.not_images)
 
 
 def _safe_tag(text: str) -> str:
@@ -211,7 +212,7 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
     suffix = "" if loaded.model_file.name == runs.MODEL_FILE else f"-{loaded.model_file.stem}"
     tag = _safe_tag(source.tag + suffix)
     counter = ConfusionCounter(len(names), k=5)
-    skipped: list[Skipped] = []
+    skipped: list[Skipped] = list(source.not_images)
     labels = source.labels
     start = time.perf_counter()
     progress.start(f"evaluating {source.name}", total=source.count, unit="images")

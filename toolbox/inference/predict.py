@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
-from toolbox.images import collect_images
+from toolbox.images import ImageFile, collect_images, not_an_image
 from toolbox.progress import NullProgress, Progress
 
 
@@ -78,13 +78,15 @@ def gather_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[Skipp
     files: dict[Path, None] = {}
     missing: list[Skipped] = []
     for src in sources:
+        others: list[ImageFile] = []
         try:
-            found = collect_images(src)
+            found = collect_images(src, others)
         except ToolboxError:
             missing.append(Skipped(str(src), "no such file or folder"))
             continue
-        if not found:
-            missing.append(Skipped(str(src), "matched no image files"))
+        missing += [Skipped(display_path(o.path), not_an_image(o.path)) for o in others]
+        if not found and not others:
+            missing.append(Skipped(str(src), "matched no files"))
         for item in found:
             files.setdefault(item.path, None)
     return list(files), missing
@@ -110,7 +112,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
 
     progress = progress or NullProgress()
     if topk < 1:
-        raise ToolboxError(f"--topk must be at least 1, got {topk}")
+        raise UsageError(f"--topk must be at least 1, got {topk}")
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     files, skipped = gather_inputs(sources)
     k = min(topk, len(loaded.class_names))

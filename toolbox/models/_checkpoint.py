@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox.errors import ToolboxError
-from toolbox.fileio import atomic_path
+from toolbox.fileio import atomic_path, is_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -144,7 +144,7 @@ def _meta(path: Path, data: Any) -> ModelMeta:
 def read_meta(path: str | Path) -> ModelMeta | None:
     """The ModelMeta stored in a model file, or None when the file has none (a foreign file)."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise ToolboxError(f"no such file: {path}", "check the path")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -170,7 +170,7 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise ToolboxError(f"no such file: {path}", "check the path")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from toolbox.errors import unknown_name
+from toolbox.errors import suggest, unknown_name
 from toolbox.models._factory import create_model
 from toolbox.models._registry import (
     IndexEntry,
@@ -46,6 +46,7 @@ class ModelListing:
     matched: int
     total: int  # architectures in the index for the chosen source
     matched_by_source: dict[str, int] = field(default_factory=dict)
+    suggestions: list[str] = field(default_factory=list)  # close names when nothing matched
 
 
 def _matches(entry: IndexEntry, pattern: str) -> tuple[bool, tuple[str, ...]]:
@@ -122,4 +123,9 @@ def list_models(*, pattern: str = "", source: str = "all", pretrained: bool = Fa
     by_source: dict[str, int] = {}
     for entry, _ in found:
         by_source[entry.source] = by_source.get(entry.source, 0) + 1
-    return ModelListing(rows, matched=len(found), total=len(pool), matched_by_source=by_source)
+    close = []
+    if not found and pattern.strip("*?. "):
+        words = {e.family for e in pool if e.family} | {e.name for e in pool}
+        close = suggest(pattern.strip("*?. ").lower(), sorted(words))
+    return ModelListing(rows, matched=len(found), total=len(pool), matched_by_source=by_source,
+                        suggestions=close)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.fileio import is_file
 from toolbox.models._checkpoint import load_model_file
 from toolbox.models._factory import create_model, replace_classifier, resolve_model
@@ -145,7 +145,7 @@ def load_for_summary(spec: str, *, num_classes: int | None = None,
                            f"add the class or factory: {spec}:MyModel")
     if path.suffix in MODEL_FILE_SUFFIXES or (path.suffix and is_file(path)):
         if model_args:
-            raise ToolboxError("--model-arg does not apply to a model file",
+            raise UsageError("--model-arg does not apply to a model file",
                                "the file records the arguments its model was built with")
         model, meta = load_model_file(path)
         if num_classes is not None:

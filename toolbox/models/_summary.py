@@ -7,7 +7,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.models._macs import flop_counter
 from toolbox.models._sources import load_for_summary
 
@@ -78,7 +78,8 @@ def parse_dtype(name: str) -> str:
     """A dtype name (`float32`, `fp16`, `bfloat16`...) -> its canonical torch name."""
     key = (name or "").strip().lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise unknown_name("dtype", name, list(DTYPES), "use float32, float16, bfloat16 or float64")
+        raise unknown_name("dtype", name, list(DTYPES), "use float32, float16, bfloat16 or float64",
+                           param="--dtype")
     return DTYPES[key]
 
 
@@ -182,9 +183,9 @@ def summarize(model: str, *, input_size: tuple[int, ...] | None = None, depth: i
     from toolbox.devices import resolve_device
 
     if depth < 0:
-        raise ToolboxError(f"--depth must be 0 or more, not {depth}", "e.g. --depth 2")
+        raise UsageError(f"--depth must be 0 or more, not {depth}", "e.g. --depth 2")
     if mode not in ("train", "eval"):
-        raise ToolboxError(f"unknown mode '{mode}'", "use train or eval")
+        raise UsageError(f"unknown mode '{mode}'", "use train or eval", param="--mode")
     for col in columns:
         if col not in TORCHINFO_COLUMNS:
             raise unknown_name("column", col, TORCHINFO_COLUMNS)

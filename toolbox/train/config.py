@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolbox.errors import ToolboxError, unknown_name
+from toolbox.errors import UsageError, unknown_name
 
 AMP_DTYPES = ("auto", "fp16", "bf16")
 
@@ -68,7 +68,7 @@ class FinetuneConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def validate(self) -> None:
-        """Raise a ToolboxError for values no run can use."""
+        """Raise a UsageError (exit 2) for values no run can use."""
         checks = [
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -84,24 +84,25 @@ class FinetuneConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ToolboxError(message)
+                raise UsageError(message)
         from toolbox.losses import LOSSES
         from toolbox.train.optim import OPTIMIZERS, SCHEDULERS
 
-        for kind, value, table in (("optimizer", self.opt, OPTIMIZERS),
-                                   ("scheduler", self.sched, SCHEDULERS),
-                                   ("loss", self.loss, LOSSES)):
+        for kind, flag, value, table in (("optimizer", "--opt", self.opt, OPTIMIZERS),
+                                         ("scheduler", "--sched", self.sched, SCHEDULERS),
+                                         ("loss", "--loss", self.loss, LOSSES),
+                                         ("mixed precision dtype", "--amp-dtype",
+                                          self.amp_dtype, AMP_DTYPES)):
             if value not in table:
-                raise unknown_name(kind, value, table, f"choose one of {', '.join(table)}")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise ToolboxError(f"unknown --amp-dtype '{self.amp_dtype}'", "use fp16 or bf16")
+                raise unknown_name(kind, value, table, f"choose one of {', '.join(table)}",
+                                   param=flag)
         if self.unfreeze_at is not None:
             if not self.freeze:
-                raise ToolboxError("--unfreeze-at needs --freeze",
+                raise UsageError("--unfreeze-at needs --freeze",
                                    "add --freeze to train the head first")
             if not 1 <= self.unfreeze_at <= self.epochs:
-                raise ToolboxError(f"--unfreeze-at must be an epoch in 1..{self.epochs}")
+                raise UsageError(f"--unfreeze-at must be an epoch in 1..{self.epochs}")
         if self.warmup_epochs >= self.epochs and self.sched != "none":
-            raise ToolboxError("--warmup-epochs must be smaller than --epochs")
+            raise UsageError("--warmup-epochs must be smaller than --epochs")
         if self.data and self.dataset:
-            raise ToolboxError("pass either --data or --dataset, not both")
+            raise UsageError("pass either --data or --dataset, not both")

@@ -275,20 +275,32 @@ def cache_fits(n_images: int, meta: ModelMeta, budget: int = CACHE_BUDGET_BYTES)
     return n_images * math.prod(meta.input_size) <= budget
 
 
+def rank_share(source: Any, rank: int, world_size: int) -> Any:
+    """The samples of a split that one rank of `world_size` decodes, keeps and uses: a fixed
+    stride (every class is in every share, as splits are listed class by class).
+
+    Under `torchrun` each rank then holds 1/N of the decoded images instead of all of them; it
+    shuffles its own share every epoch (`epoch_indices`), and DDP averages the gradients of all
+    shares, so every sample still counts once per epoch.
+    """
+    if world_size <= 1:
+        return source
+    return SubsetSource(source, np.arange(rank, len(source), world_size))
+
+
 def epoch_indices(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                  world_size: int = 1) -> list[int]:
-    """This rank's sample order for `epoch`: a permutation seeded by (seed, epoch), like
-    `DistributedSampler`, so a resumed run sees the very same order. Padded by wrapping around
-    so every rank gets the same number of samples."""
+                  length: int | None = None) -> list[int]:
+    """The order of a rank's `n` samples for `epoch`: a permutation seeded by (seed, epoch,
+    rank), so a resumed run sees the very same order, padded by wrapping around to `length`, so
+    that every rank takes the same number of steps (shares differ by one sample)."""
     if shuffle:
-        generator = torch.Generator().manual_seed(seed + epoch)
+        # rank 0 keeps the single-process order; other ranks draw their own permutations.
+        generator = torch.Generator().manual_seed(seed + epoch + 1_000_003 * rank)
         order = torch.randperm(n, generator=generator).tolist()
     else:
         order = list(range(n))
-    if world_size > 1:
-        total = math.ceil(n / world_size) * world_size
-        order = (order * math.ceil(total / max(n, 1)))[:total]
-        order = order[rank:total:world_size]
+    if length is not None and n:
+        order = (order * math.ceil(length / n))[:length]
     return order
 
 
@@ -323,10 +335,14 @@ class _EpochSampler(torch.utils.data.Sampler):
 class AugmentedDataset(torch.utils.data.Dataset):
     """Training samples with `--augment` applied in the DataLoader worker processes."""
 
-    def __init__(self, images: PreparedImages, augment: str, seed: int) -> None:
+    def __init__(self, images: PreparedImages, augment: str, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.images = images
         self.augment = augment
         self.seed = seed
+        # Local sample i of a `rank_share` is sample i * world_size + rank of the split: seeds
+        # follow the split's index, so a sample's augmentation does not depend on the ranks.
+        self.rank, self.world_size = rank, world_size
         self._augmenter: Any = None  # built lazily, once per worker process
 
     def __len__(self) -> int:
@@ -343,7 +359,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
             from toolbox.augment import build_augmenter
 
             self._augmenter = build_augmenter(self.augment, seed=self.seed)
-        self._augmenter.seed_(sample_seed(self.seed, epoch, index))
+        self._augmenter.seed_(sample_seed(self.seed, epoch,
+                                          index * self.world_size + self.rank))
         array = self._augmenter.augment_image(image.permute(1, 2, 0).numpy())
         tensor = resize_crop_uint8(np.ascontiguousarray(array), self.images.meta)
         return tensor, self.images.targets[index], None, index
@@ -403,25 +420,29 @@ def _readable_batches(loader: Any, images: PreparedImages, keep: bool = False
 class BatchLoader:
     """uint8 image batches and labels for one epoch, in the order `epoch_indices` gives.
 
+    Under `torchrun`, `images` is this rank's `rank_share` and `length` the largest share, so
+    that all ranks take the same number of steps.
+
     From the in-memory cache without augmentation, batches are sliced in this process (no
     workers, no copies through pipes); otherwise a DataLoader decodes and augments, its workers
     persistent unless it only has to fill a lazy cache in the first epoch.
     """
 
     def __init__(self, images: PreparedImages, *, batch_size: int, shuffle: bool, seed: int,
-                 workers: int, rank: int = 0, world_size: int = 1, augment: str | None = None,
-                 drop_last: bool = False, pin_memory: bool = False) -> None:
+                 workers: int, rank: int = 0, world_size: int = 1, length: int | None = None,
+                 augment: str | None = None, drop_last: bool = False,
+                 pin_memory: bool = False) -> None:
         self.images = images
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.length = rank, length
         self.drop_last = drop_last
         self.augment = augment
         self.loader = None
         self.sampler: _EpochSampler | None = None
         if augment or not images.complete:
-            dataset = (AugmentedDataset(images, augment, seed) if augment
+            dataset = (AugmentedDataset(images, augment, seed, rank, world_size) if augment
                        else _StreamDataset(images))
             self.sampler = _EpochSampler()
             every_epoch = bool(augment) or images.tensor is None
@@ -433,7 +454,7 @@ class BatchLoader:
 
     def _order(self, epoch: int) -> list[int]:
         return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
-                             rank=self.rank, world_size=self.world_size)
+                             rank=self.rank, length=self.length)
 
     def num_batches(self, epoch: int = 0) -> int:
         n = len(self._order(epoch))
@@ -458,13 +479,9 @@ class BatchLoader:
                 yield tensor.index_select(0, idx), targets.index_select(0, idx)
 
 
-def val_shard(n: int, rank: int, world_size: int) -> list[int]:
-    """Validation samples for this rank: a plain stride, no padding, so rank sums are exact."""
-    return list(range(rank, n, world_size))
-
-
 class ShardLoader:
-    """Validation batches of a fixed list of indices (no shuffling, no padding)."""
+    """Validation batches of a fixed list of indices (no shuffling, no padding): under
+    `torchrun`, all of this rank's `rank_share`, so the sums over ranks are exact."""
 
     def __init__(self, images: PreparedImages, indices: list[int], batch_size: int,
                  workers: int) -> None:
@@ -505,22 +522,28 @@ class RunData:
     val_loader: ShardLoader
     cached: bool
 
-    def warnings(self) -> list[str]:
-        """What the start table warns about: unreadable images left out while decoding."""
+    def counts(self, ctx: Any) -> tuple[int, int, list[str]]:
+        """Training and validation images over every rank, and what the start table warns
+        about: unreadable images left out while decoding (each rank read only its share)."""
         skipped = self.train.skipped + self.val.skipped
-        if not skipped:
-            return []
-        return [f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0].path}: "
-                f"{skipped[0].reason}"]
+        counts = ctx.all_reduce_sum([len(self.train), len(self.val), len(skipped)])
+        if not counts[2]:
+            return int(counts[0]), int(counts[1]), []
+        example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+        return (int(counts[0]), int(counts[1]),
+                [f"skipped {int(counts[2])} unreadable image(s){example}"])
 
 
 def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, seed: int,
                      workers: int, cache: bool | None, augment: str | None, rank: int = 0,
                      world_size: int = 1, pin_memory: bool = False,
                      progress: Progress | None = None) -> RunData:
-    """Images at the model's input size (cached in memory when `cache`, or when they fit the
-    budget with `cache` None) and the training and validation loaders of this rank."""
-    cache = cache if cache is not None else cache_fits(len(splits.train) + len(splits.val), meta)
+    """This rank's share of the images at the model's input size (cached in memory when
+    `cache`, or when they fit the budget with `cache` None) and the loaders over them."""
+    # Each rank decodes and keeps only its share of the data (1/N of the memory).
+    train_share = rank_share(splits.train, rank, world_size)
+    val_share = rank_share(splits.val, rank, world_size)
+    cache = cache if cache is not None else cache_fits(len(train_share) + len(val_share), meta)
     if augment:
         from toolbox.augment import build_augmenter
 
@@ -528,14 +551,16 @@ def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, se
         build_augmenter(augment, seed=seed)
     # Augmented batches cannot fill the cache, so with --augment it is decoded up front;
     # otherwise the first epoch decodes in the loader workers while it trains.
-    train = PreparedImages(splits.train, meta, cache=cache, workers=workers, progress=progress,
+    train = PreparedImages(train_share, meta, cache=cache, workers=workers, progress=progress,
                            label="training images", lazy=not augment)
-    val = PreparedImages(splits.val, meta, cache=cache, workers=workers, progress=progress,
+    val = PreparedImages(val_share, meta, cache=cache, workers=workers, progress=progress,
                          label="validation images", lazy=True)
-    per_rank = math.ceil(len(train) / world_size)
+    # Rank 0's share is the largest: every rank pads its epoch to that many samples.
+    per_rank = math.ceil(len(splits.train) / world_size)
     loader = BatchLoader(train, batch_size=batch_size, shuffle=True, seed=seed, workers=workers,
-                         rank=rank, world_size=world_size, augment=augment,
+                         rank=rank, world_size=world_size,
+                         length=per_rank if world_size > 1 else None, augment=augment,
                          drop_last=per_rank > batch_size, pin_memory=pin_memory)
-    val_loader = ShardLoader(val, val_shard(len(val), rank, world_size),
-                             batch_size=batch_size * 2, workers=workers)
+    val_loader = ShardLoader(val, list(range(len(val))), batch_size=batch_size * 2,
+                             workers=workers)
     return RunData(train, val, loader, val_loader, cache)

@@ -11,6 +11,14 @@ import torch
 
 from toolbox.fileio import atomic_write_text
 
+TOPK = 5  # the "top-5" accuracy, over all classes when there are fewer
+
+
+def topk_for(num_classes: int) -> int:
+    """The k of the top-k accuracy for `num_classes` classes: never more than there are."""
+    return min(TOPK, num_classes)
+
+
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5",
                "lr", "images_per_s", "epoch_time_s")
 
@@ -21,7 +29,7 @@ class Meter:
     `reduce(ctx)` sums them over every rank and returns plain numbers.
     """
 
-    def __init__(self, num_classes: int, device: torch.device, topk: int = 5) -> None:
+    def __init__(self, num_classes: int, device: torch.device, topk: int = TOPK) -> None:
         self.num_classes = num_classes
         self.topk = min(topk, num_classes)
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, n, top1, topk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -27,8 +28,20 @@ class RunStart:
     epochs: int
     start_epoch: int
     cached: bool
+    topk: int = 5  # the k of the "top-5" accuracy: never more than there are classes
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings a run is recorded with (args.yaml's `resolved:` section)."""
+        return {"data": self.data, "train_images": self.train_images,
+                "val_images": self.val_images, "classes": list(self.classes),
+                "model": self.model, "weights": self.weights,
+                "input_size": list(self.input_size), "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
+                "device": self.device, "world_size": self.world_size,
+                "mixed_precision": self.amp, "epochs": self.epochs,
+                "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk}
 
 
 @dataclass
@@ -62,10 +75,12 @@ class FinetuneResult:
     class_names: list[str]
     tensorboard_command: str
     resumed_from: Path | None = None
+    start: RunStart | None = None  # the settings it ran with, for the final report
 
     @classmethod
     def of(cls, run_dir: Path, history: list[EpochRow], best_epoch: int, best_acc1: float,
-           classes: list[str], resumed_from: Path | None = None) -> FinetuneResult:
+           classes: list[str], resumed_from: Path | None = None,
+           start: RunStart | None = None) -> FinetuneResult:
         """The result of a run that trained `history`, its best weights from `best_epoch`."""
         from toolbox import runs
         from toolbox.tensorboard import tensorboard_command
@@ -76,4 +91,4 @@ class FinetuneResult:
                    final_val_acc1=history[-1].val_acc1,
                    per_class_acc=dict(zip(classes, best.per_class, strict=False)),
                    class_names=list(classes), tensorboard_command=tensorboard_command(run_dir),
-                   resumed_from=resumed_from)
+                   resumed_from=resumed_from, start=start)

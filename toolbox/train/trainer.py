@@ -29,7 +29,7 @@ from toolbox.train.checkpoint import (
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.distributed import DistContext
 from toolbox.train.engine import NonFiniteLoss, amp_setup, train_epoch, validate
-from toolbox.train.metrics import Meter, write_metrics_csv
+from toolbox.train.metrics import Meter, topk_for, write_metrics_csv
 from toolbox.train.modeling import (
     TrainableModel,
     build_model,
@@ -71,21 +71,25 @@ def _run_start(trainer: Trainer, splits: data_mod.DataSplits, weights: str, note
     """The start table of `trainer`, set up."""
     state, data = trainer.state, trainer.data
     total, trainable, frozen = parameter_counts(trainer.model)
+    train_images, val_images, skipped = data.counts(trainer.ctx)
     return RunStart(
-        run_dir=trainer.run_dir, data=splits.description, train_images=len(data.train),
-        val_images=len(data.val), classes=splits.classes, model=state.meta.model,
+        run_dir=trainer.run_dir, data=splits.description, train_images=train_images,
+        val_images=val_images, classes=splits.classes, model=state.meta.model,
         weights=weights, input_size=tuple(state.meta.input_size), total_params=total,
         trainable_params=trainable, frozen_params=frozen, device=str(trainer.device),
         amp=trainer.amp.label, world_size=trainer.ctx.world_size, epochs=trainer.cfg.epochs,
-        start_epoch=state.epoch + 1, cached=data.cached, notes=notes, warnings=warnings)
+        start_epoch=state.epoch + 1, cached=data.cached, topk=topk_for(len(splits.classes)),
+        notes=notes, warnings=[*warnings, *skipped])
 
 
-def _write_args(run_dir: Path, cfg: FinetuneConfig) -> None:
-    """The run's resolved settings beside its outputs (`args.yaml`, as timm writes it)."""
+def _write_args(run_dir: Path, cfg: FinetuneConfig, start: RunStart) -> None:
+    """The run's settings beside its outputs (`args.yaml`, as timm writes it): the options,
+    then what they resolved to (`--resume` reads only the options)."""
     import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / runs.ARGS_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(run_dir / runs.ARGS_FILE, yaml.safe_dump(
+        {**cfg.to_dict(), "resolved": start.settings()}, sort_keys=False))
 
 
 class Trainer:
@@ -117,7 +121,6 @@ class Trainer:
             workers=cfg.workers if cfg.workers is not None else default_workers(cap=8),
             augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
             pin_memory=self.device.type == "cuda", progress=self.progress)
-        built.warnings.extend(self.data.warnings())
         optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
@@ -148,7 +151,7 @@ class Trainer:
         start = self._setup()
         cfg, ctx, state = self.cfg, self.ctx, self.state
         if ctx.is_main:
-            _write_args(self.run_dir, cfg)
+            _write_args(self.run_dir, cfg, start)
             if self.on_start is not None:
                 self.on_start(start)
         if self.on_start is None:  # otherwise the caller shows them with the start table
@@ -180,7 +183,7 @@ class Trainer:
                                     ) from None
             log.hparams(cfg, state.best_acc1, state.epoch)
         return FinetuneResult.of(self.run_dir, state.history, state.best_epoch, state.best_acc1,
-                                 state.classes, self.resumed_from)
+                                 state.classes, self.resumed_from, start)
 
     def _one_epoch(self, log: RunLog, batches: Any = None) -> None:
         cfg, ctx, state, data = self.cfg, self.ctx, self.state, self.data
@@ -210,6 +213,7 @@ class Trainer:
         train = meter.reduce(ctx)
         throughput = ctx.all_reduce_sum([stats.images, stats.seconds])
         val_meter = Meter(len(state.classes), self.device)
+        ctx.sync_buffers(self.model)  # every rank validates the model rank 0 saves
         validate(self.model, data.val_loader, loss_fn=self.loss_fn, meta=state.meta,
                  device=self.device, meter=val_meter, channels_last=cfg.channels_last)
         val = val_meter.reduce(ctx)
