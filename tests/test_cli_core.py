@@ -10,7 +10,8 @@ from typer.main import get_command
 
 from toolbox.cli.app import app
 
-HEAVY = ("torch", "torchvision", "timm", "imgaug", "tensorboard", "torchinfo", "cv2")
+HEAVY = ("torch", "torchvision", "timm", "imgaug", "tensorboard", "torchinfo", "cv2", "onnx",
+         "onnxruntime")
 
 
 def _command_paths(command=None, prefix=()):

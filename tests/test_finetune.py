@@ -14,11 +14,12 @@ from finetune_helpers import digits_folder, read_events
 from typer.testing import CliRunner
 
 from toolbox.cli.app import app
+from toolbox.devices import cpu_has_bf16
 from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta, create_model, load_model_file, save_safetensors
 from toolbox.preprocess import eval_tensor
 from toolbox.progress import NullProgress
-from toolbox.train import FinetuneConfig, finetune
+from toolbox.train import DEFAULT_LR, FinetuneConfig, finetune
 from toolbox.train import data as data_mod
 from toolbox.train.engine import amp_setup
 from toolbox.train.modeling import build_model
@@ -44,7 +45,7 @@ def test_demo_run_reports_and_writes_the_run_folder(demo_run):
     out, result = demo_run
     assert result.exit_code == 0, result.stderr
     assert "built-in demo data: scikit-learn digits" in result.stderr
-    assert "bfloat16" in result.stderr
+    assert ("bfloat16" if cpu_has_bf16() else "no bfloat16 instructions") in result.stderr
     # The new head only: test_resnet's classifier, fc, is 96 x 10 + 10 parameters.
     assert "970 trainable" in result.stderr
     warning = "pretrained weights for test_resnet are not available"
@@ -146,7 +147,10 @@ def test_unfreeze_at_trains_the_backbone_with_a_lower_lr(tmp_path):
     assert [r.frozen for r in result.epochs] == [True, False]
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     lrs = {g["name"]: g["lr"] for g in state["optimizer"]["param_groups"]}
-    assert lrs["backbone"] == pytest.approx(1e-4) and lrs["head"] == pytest.approx(1e-3)
+    head_lr = DEFAULT_LR["partly frozen"]  # no --lr: chosen by the mode
+    assert lrs["head"] == pytest.approx(head_lr) and lrs["backbone"] == pytest.approx(head_lr / 10)
+    assert result.lr == pytest.approx(head_lr)
+    assert yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())["lr"] == head_lr
     assert not torch.equal(state["model"]["conv1.0.weight"], start["conv1.0.weight"])
     saved, _ = load_model_file(tmp_path / "run" / "model.safetensors")  # written contiguous
     assert saved.state_dict()["conv1.0.weight"].is_contiguous()
@@ -386,9 +390,16 @@ def test_every_scheduler_steps_and_survives_a_weights_only_checkpoint(tmp_path):
             assert lrs == pytest.approx([0.1] * 7)
 
 
-def test_amp_picks_float16_with_a_scaler_on_cuda_and_bfloat16_elsewhere():
-    cpu = amp_setup(torch.device("cpu"), True)
+def test_amp_picks_float16_with_a_scaler_on_cuda_and_bfloat16_elsewhere(monkeypatch):
+    import toolbox.devices as devices
+
+    cpu = amp_setup(torch.device("cpu"), True, "bf16")
     assert cpu.dtype == torch.bfloat16 and cpu.scaler is None
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert amp_setup(torch.device("cpu"), True).dtype == torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)  # AVX2 only: emulated, slow
+    emulated = amp_setup(torch.device("cpu"), True)
+    assert not emulated.enabled and "no bfloat16 instructions" in emulated.label
     import warnings
 
     with warnings.catch_warnings():

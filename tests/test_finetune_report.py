@@ -9,6 +9,7 @@ from finetune_helpers import digits_folder
 
 def test_a_two_class_run_reports_on_stdout_and_records_its_settings(invoke, tmp_path):
     data = digits_folder(tmp_path / "two", per_class=8, classes=2)
+    (data / "digit1" / "labels.csv").write_text("not an image")
     out = tmp_path / "run"
     result = invoke("finetune", "--data", data, "--model", "test_resnet", "--no-pretrained",
                     "--img-size", "16", "--epochs", "2", "--batch-size", "16", "--workers", "0",
@@ -23,6 +24,8 @@ def test_a_two_class_run_reports_on_stdout_and_records_its_settings(invoke, tmp_
     assert progress == sorted(set(progress), key=progress.index), progress
     assert "epoch 2/2: started (1 batch)" in progress
     assert any("top-2" in line for line in result.stderr.splitlines())
+    assert ("left out 1 file(s) that are not images: digit1/labels.csv (not an image file "
+            "(.csv))") in result.stderr
     # args.yaml: the options, then what they resolved to.
     args = yaml.safe_load((out / "args.yaml").read_text())
     assert args["model"] == "test_resnet" and args["epochs"] == 2

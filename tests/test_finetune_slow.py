@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(300)
 def test_full_training_on_the_demo_data_reaches_90_percent(tmp_path):
-    result = finetune(FinetuneConfig(pretrained=False, epochs=4, amp=True,
-                                     out=str(tmp_path / "run")))
+    # Full training from scratch (resnet18 at 32 px): the loop itself learns, no weights needed.
+    result = finetune(FinetuneConfig(model="resnet18", img_size=32, pretrained=False, epochs=4,
+                                     amp=True, out=str(tmp_path / "run")))
     assert result.best_val_acc1 >= 0.90, [r.val_acc1 for r in result.epochs]
 
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from toolbox.images import read_image, scan_image_folder
+from toolbox.images import not_an_image, read_image, scan_image_folder
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class FileSource:
     targets: np.ndarray
     classes: list[str]
     root: Path | None = None  # the folder the user named: messages show paths below it
+    not_images: list[SkippedFile] = field(default_factory=list)  # other files found there
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -136,7 +137,9 @@ def image_folder_source(folder: Path, root: Path | None = None) -> FileSource:
     tree = scan_image_folder(folder)
     paths = [path for path, _ in tree.samples]
     targets = np.asarray([label for _, label in tree.samples], dtype=np.int64)
-    return FileSource(paths, targets, tree.classes, Path(root or folder).resolve())
+    shown = Path(root or folder).resolve()
+    return FileSource(paths, targets, tree.classes, shown,
+                      [SkippedFile(shown_path(p, shown), not_an_image(p)) for p in tree.others])
 
 
 # ---- plain readers (index -> image), for inference over files, data sets and subsets ----------

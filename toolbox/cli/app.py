@@ -10,6 +10,7 @@ from toolbox import __version__
 from toolbox.cli import (
     augment,
     datasets,
+    export,
     finetune,
     log_images,
     models,
@@ -27,7 +28,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (models, summary, augment, finetune, log_images, datasets, predict):
+for module in (models, summary, augment, finetune, log_images, datasets, predict, export):
     module.register(app)
 adopt(app)  # the house --help for every command registered above
 

@@ -10,7 +10,7 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
-from toolbox.train import FinetuneConfig
+from toolbox.train import DEFAULT_LR, DEMO_IMG_SIZE, FinetuneConfig
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -24,6 +24,7 @@ _DATA = "Data"
 _MODEL = "Model"
 _TRAIN = "Training"
 _OUT = "Outputs"
+_LR_DEFAULTS = ", ".join(f"{lr:g} {mode}" for mode, lr in DEFAULT_LR.items())
 
 
 def _pct(value: float) -> str:
@@ -47,6 +48,7 @@ def _settings(start: RunStart) -> Table:
         ("device", f"{start.device}" + (f" x {start.world_size} processes"
                                         if start.world_size > 1 else "")),
         ("mixed precision", start.amp),
+        ("learning rate", f"{start.lr:g}" + (f" ({start.lr_note})" if start.lr_note else "")),
         ("epochs", f"{start.epochs}{resumed}"),
         ("run folder", str(start.run_dir)),
     ]
@@ -105,8 +107,9 @@ def finetune_command(
         "--val-split", help="Stratified, seeded validation fraction when there is no val/.",
         rich_help_panel=_DATA)] = _D.val_split,
     img_size: Annotated[int | None, typer.Option(
-        "--img-size", help="Input size (default: the model's pretrained config; 32 for the "
-                           "demo digits).", rich_help_panel=_DATA)] = None,
+        "--img-size", help="Input size (default: the model's pretrained config; "
+                           f"{DEMO_IMG_SIZE} for the demo digits).",
+        rich_help_panel=_DATA)] = None,
     augment: Annotated[str | None, typer.Option(
         "--augment", help="Training augmentation: a preset (light, medium, heavy), an inline "
                           "spec or a YAML/JSON file, as `tb augment` takes.",
@@ -141,8 +144,9 @@ def finetune_command(
     batch_size: Annotated[int, typer.Option(
         "--batch-size", help="Images per step (per process under torchrun).",
         rich_help_panel=_TRAIN)] = _D.batch_size,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.",
-                                      rich_help_panel=_TRAIN)] = _D.lr,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help=f"Peak learning rate (default by mode: {_LR_DEFAULTS}).",
+        show_default=False, rich_help_panel=_TRAIN)] = _D.lr,
     weight_decay: Annotated[float, typer.Option(
         "--weight-decay", help="Weight decay (not on biases and norms).",
         rich_help_panel=_TRAIN)] = _D.weight_decay,
@@ -207,7 +211,7 @@ def finetune_command(
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
-      tb finetune --resume runs/20260101-120000-resnet18
+      tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError

@@ -27,7 +27,8 @@ RootOpt = Annotated[Path | None, typer.Option(
 RunOpt = Annotated[Path | None, typer.Option(
     "--run", help="A run folder written by `tb finetune` (its best weights are used).")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="A model file instead of a run: model.safetensors or checkpoints/*.pt.")]
+    "--checkpoint", help="A model file instead of a run: model.safetensors, checkpoints/*.pt, "
+                         "or an .onnx file from `tb export` (run by onnxruntime).")]
 LoaderWorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=0, help="Image-decoding processes (default: none for a single batch, "
                              "else up to 4).", show_default=False)]

@@ -24,11 +24,21 @@ from toolbox.cli.options import (
 if TYPE_CHECKING:
     from toolbox.inference import EvalResult, PredictResult, Skipped
 
-def _model_source(run: Path | None, checkpoint: Path | None) -> None:
-    if run is None and checkpoint is None:
-        raise typer.BadParameter("give --run RUN_DIR or --checkpoint FILE")
-    if run is not None and checkpoint is not None:
-        raise typer.BadParameter("give only one of --run and --checkpoint")
+PretrainedModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="A pretrained timm or torchvision model instead of a run: predicts its own "
+                    "classes (ImageNet's), e.g. tf_efficientnet_lite0 (weights ship with tb).",
+    show_default=False)]
+
+
+def _model_source(run: Path | None, checkpoint: Path | None, model: str | None = None, *,
+                  takes_model: bool = False) -> None:
+    given = [flag for flag, value in (("--run", run), ("--checkpoint", checkpoint),
+                                      ("--model", model)) if value is not None]
+    if not given:
+        raise typer.BadParameter("give --run RUN_DIR or --checkpoint FILE"
+                                 + (" (or --model NAME)" if takes_model else ""))
+    if len(given) > 1:
+        raise typer.BadParameter(f"give only one of {', '.join(given)}")
 
 
 def _percent(value: float | None) -> str:
@@ -40,6 +50,7 @@ def predict(
         help="Image files, folders (searched recursively) or quoted globs.", show_default=False)],
     run: RunOpt = None,
     checkpoint: CheckpointOpt = None,
+    model: PretrainedModelOpt = None,
     topk: Annotated[int, typer.Option("--topk", min=1, help="Classes to show per image.")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1,
                                             help="Images per forward pass.")] = 32,
@@ -52,20 +63,23 @@ def predict(
 ) -> None:
     """Classify images with a trained model: top-k classes and probabilities per file.
 
-    The class names and preprocessing come from the run, so no flag is repeated.
+    The class names and preprocessing come from the run, so no flag is repeated. With
+    --model, a pretrained model names its own (ImageNet) classes, no run needed.
     Files that cannot be read are reported and skipped; the exit code is 1 only
     when not a single image could be predicted.
 
     Examples:
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
+      tb predict cat.jpg --model tf_efficientnet_lite0
+      tb predict photos/ --checkpoint runs/my-run/model.onnx
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import NothingPredicted, predict_images
 
-    _model_source(run, checkpoint)
+    _model_source(run, checkpoint, model, takes_model=True)
     try:
-        result = predict_images(images, run=run, checkpoint=checkpoint, topk=topk,
+        result = predict_images(images, run=run, checkpoint=checkpoint, model=model, topk=topk,
                                 batch_size=batch_size, device=device, amp=amp, workers=workers,
                                 csv_path=csv_file, progress=make_progress(not json_out))
     except NothingPredicted as exc:
@@ -73,7 +87,8 @@ def predict(
         raise
     _warn_skipped(result.skipped)
     if json_out:
-        render.print_json({"model_file": result.model_file, "device": result.device,
+        render.print_json({"model": result.model, "model_file": result.model_file,
+                           "device": result.device,
                            "predictions": result.predictions, "skipped": result.skipped})
         return
     _show_predictions(result)
@@ -97,8 +112,8 @@ def _show_predictions(result: PredictResult) -> None:
         if result.topk > 1:
             row.append(", ".join(f"{g.label} {g.prob:.1%}" for g in rest))
         rows.append(row)
-    render.show(render.table(f"Predictions ({result.model_file})", columns, rows,
-                             right=["prob"]))
+    title = f"Predictions ({result.model_file or result.model})"
+    render.show(render.table(title, columns, rows, right=["prob"]))
 
 
 def evaluate(
@@ -139,6 +154,7 @@ def evaluate(
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
+      tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service

@@ -13,8 +13,10 @@ from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import DeviceOpt, JsonOpt, LogdirOpt
 from toolbox.errors import ToolboxError, UsageError, unknown_name
+from toolbox.jsonable import to_jsonable
 
 if TYPE_CHECKING:
+    from toolbox.export import OnnxSummary
     from toolbox.models import ModelSummary
 
 _SIZE_SPLIT = re.compile(r"\s*[,x×X]\s*")
@@ -147,11 +149,30 @@ def _render(result: ModelSummary) -> None:
                     f"({tensorboard_command(result.tensorboard)})")
 
 
+def _render_onnx(result: OnnxSummary) -> None:
+    rows = [(kind, t.name, _shape(t.shape), t.dtype)
+            for kind, tensors in (("input", result.inputs), ("output", result.outputs))
+            for t in tensors]
+    render.show(render.table(f"{result.file} (ONNX)", ["", "name", "shape", "dtype"], rows))
+    opsets = ", ".join(f"{domain or 'ai.onnx'} {version}"
+                       for domain, version in result.opsets.items())
+    render.show(render.key_values(None, [
+        ("Total params", f"{result.total_params:,}"),
+        ("Opset", opsets),
+        ("Nodes", f"{result.nodes:,}"),
+        ("Producer", result.producer or "--"),
+        ("File size (MB)", f"{result.size_bytes / 1e6:.2f}"),
+    ]))
+    if result.metadata:
+        render.show(render.key_values("Metadata", sorted(result.metadata.items())))
+
+
 @handle_errors
 def summary(
     model: Annotated[str, typer.Argument(
         metavar="MODEL",
-        help="A timm/torchvision name, a .safetensors/.pt file written by tb, or user code: "
+        help="A timm/torchvision name, a .safetensors/.pt file written by tb, an .onnx file "
+             "(inputs, outputs, opset, params, metadata), or user code: "
              "package.module:Factory or path/to/file.py:ClassOrFactory.")],
     input_size: Annotated[str | None, typer.Option(
         "--input-size", "-i", metavar="C,H,W",
@@ -187,7 +208,17 @@ def summary(
       tb summary resnet18 --depth 1
       tb summary vit_base_patch16_224 -i 3x224x224 --columns input_size,num_params
       tb summary my_model.py:Net --model-arg width=32 --json
+      tb summary runs/my-run/model.onnx
     """
+    if model.lower().endswith(".onnx"):
+        from toolbox.export import summarize_onnx
+
+        onnx_result = summarize_onnx(model)
+        if json_output:
+            render.print_json({**to_jsonable(onnx_result), "opset": onnx_result.opset})
+        else:
+            _render_onnx(onnx_result)
+        return
     from toolbox.models import parse_dtype, summarize
 
     size = parse_input_size(input_size) if input_size is not None else None

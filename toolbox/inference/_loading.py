@@ -20,19 +20,33 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from toolbox.inference.exported import OnnxModel
     from toolbox.models import ModelMeta
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with what describes it."""
+    """A model ready for inference, with what describes it.
 
-    model: nn.Module
+    `model` is a PyTorch module, or an `OnnxModel` (an export run by onnxruntime) whose `meta`
+    describes its outside preprocessing; both take a preprocessed batch and return `output`.
+    """
+
+    model: nn.Module | OnnxModel
     meta: ModelMeta
     class_names: list[str]
-    model_file: Path
+    model_file: Path | None  # None for a pretrained model taken by name
     run_dir: Path | None  # the run folder the file belongs to, when there is one
-    device: torch.device
+    device: torch.device  # where batches go (the CPU for onnxruntime, which copies them itself)
+    output: str = "logits"  # or "probabilities" (an export made with --softmax)
+    runtime: str = "torch"  # or "onnxruntime"
+
+    @property
+    def device_name(self) -> str:
+        """Where the model runs, as results report it."""
+        if self.runtime == "onnxruntime":
+            return f"onnxruntime {self.model.provider.removesuffix('ExecutionProvider')}"
+        return str(self.device)
 
 
 def run_dir_of(model_file: Path) -> Path | None:
@@ -47,39 +61,63 @@ def run_dir_of(model_file: Path) -> Path | None:
 
 
 def load_for_inference(*, run: str | Path | None = None, checkpoint: str | Path | None = None,
-                       device: str = "auto") -> LoadedModel:
-    """Load the model of a run folder (best weights) or of one model file, in eval mode.
+                       model: str | None = None, device: str = "auto") -> LoadedModel:
+    """Load the model of a run folder (best weights), of one model file, or a pretrained model
+    by name (its own classes, e.g. ImageNet's), in eval mode.
 
     Raises:
-        ToolboxError: neither or both given, no model in the run, a file without tb metadata.
+        ToolboxError: not exactly one source given, no model in the run, a file without tb
+            metadata, or a pretrained model whose weights or class names cannot be had.
     """
     from toolbox.devices import resolve_device
-    from toolbox.models import load_model_file
+    from toolbox.models import load_model_file, pretrained_classifier
 
-    if (run is None) == (checkpoint is None):
-        raise ToolboxError("give exactly one of a run folder or a checkpoint file",
-                           "use --run RUN_DIR or --checkpoint FILE")
+    if sum(source is not None for source in (run, checkpoint, model)) != 1:
+        raise ToolboxError("give exactly one of a run folder, a checkpoint file or a model name",
+                           "use --run RUN_DIR, --checkpoint FILE or --model NAME")
+    model_file: Path | None = None
+    run_dir: Path | None = None
     if run is not None:
         run = Path(run)
         if not run.is_dir():
             raise ToolboxError(f"no such run folder: {run}",
                                "pass the folder `tb finetune` wrote (or --checkpoint FILE)")
         model_file = runs.find_model_file(run)
-        run_dir: Path | None = run
-    else:
+        run_dir = run
+    elif checkpoint is not None:
         model_file = Path(checkpoint)
         if not model_file.is_file():
             raise ToolboxError(f"no such model file: {model_file}",
-                               "pass a .safetensors or .pt file written by `tb finetune`")
+                               "pass a .safetensors, .pt or .onnx file written by tb")
         run_dir = run_dir_of(model_file.resolve())
+        if model_file.suffix.lower() == ".onnx":
+            return _load_onnx(model_file, run_dir, device)
     torch_device = resolve_device(device)
-    model, meta = load_model_file(model_file)
-    model.eval().to(torch_device)
+    net, meta = (pretrained_classifier(model) if model is not None
+                 else load_model_file(model_file))
+    net.eval().to(torch_device)
+    return LoadedModel(net, meta, _class_names(meta, model_file or model), model_file, run_dir,
+                       torch_device)
+
+
+def _class_names(meta: ModelMeta, model_file: Path | str) -> list[str]:
     names = list(meta.class_names) or [str(i) for i in range(meta.num_classes)]
     if len(names) != meta.num_classes:
         raise ToolboxError(f"{model_file} names {len(names)} classes but its head has "
                            f"{meta.num_classes} outputs", "the file's metadata is inconsistent")
-    return LoadedModel(model, meta, names, model_file, run_dir, torch_device)
+    return names
+
+
+def _load_onnx(model_file: Path, run_dir: Path | None, device: str) -> LoadedModel:
+    """An ONNX export, run by onnxruntime (CUDA provider when present and not --device cpu)."""
+    import torch
+
+    from toolbox.inference.exported import load_onnx
+
+    onnx_file = load_onnx(model_file, device)
+    return LoadedModel(onnx_file.model, onnx_file.meta,
+                       _class_names(onnx_file.meta, model_file), model_file, run_dir,
+                       torch.device("cpu"), output=onnx_file.output, runtime="onnxruntime")
 
 
 class _Items:
@@ -138,16 +176,20 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
     import torch
     from torch.utils.data import DataLoader
 
-    from toolbox.devices import autocast_dtype
+    from toolbox.devices import autocast_dtype, autocast_off_reason
 
     if batch_size < 1:
         raise ToolboxError(f"batch size must be at least 1, got {batch_size}")
+    if amp and loaded.runtime != "torch":
+        raise ToolboxError(f"--amp does not apply to {loaded.runtime}",
+                           "an ONNX export runs in the precision it was exported in")
     num_workers = loader_workers(count, batch_size, workers)
     loader = DataLoader(_Items(count, get_image, loaded.meta), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, collate_fn=_collate_readable,
                         pin_memory=loaded.device.type == "cuda")
     device = loaded.device
     amp_dtype = autocast_dtype(device.type)
+    amp = amp and autocast_off_reason(device.type) is None
     with torch.inference_mode():
         for indices, batch, failed in loader:
             if batch is None:
@@ -155,6 +197,7 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
                 continue
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                logits = loaded.model(batch)
-            probs = torch.softmax(logits.float(), dim=1).cpu()
+                out = loaded.model(batch)
+            probs = (out.float() if loaded.output == "probabilities"
+                     else torch.softmax(out.float(), dim=1)).cpu()
             yield Batch(indices, probs, failed)

@@ -245,7 +245,7 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
         logdir = None
     result = EvalResult(
         model_file=loaded.model_file, run_dir=loaded.run_dir, data=source.name, tag=tag,
-        device=str(loaded.device), samples=counter.total, top1=counter.top1, top5=counter.topk,
+        device=loaded.device_name, samples=counter.total, top1=counter.top1, top5=counter.topk,
         top5_k=counter.k, classes=scores, averages=averages(scores),
         confusion_matrix=counter.matrix.tolist(), confusion_png=png,
         metrics_json=out_dir / f"{tag}_metrics.json", tensorboard=logdir, skipped=skipped,

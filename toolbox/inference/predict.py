@@ -52,7 +52,8 @@ class NothingPredicted(ToolboxError):
 class PredictResult:
     """What `predict_images` did."""
 
-    model_file: Path
+    model: str  # the architecture (with its pretrained tag when one was named)
+    model_file: Path | None  # None for a pretrained model taken by name
     device: str
     topk: int
     predictions: list[Prediction] = field(default_factory=list)
@@ -93,15 +94,18 @@ def gather_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[Skipp
 
 
 def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = None,
-                   checkpoint: str | Path | None = None, topk: int = 5, batch_size: int = 32,
+                   checkpoint: str | Path | None = None, model: str | None = None,
+                   topk: int = 5, batch_size: int = 32,
                    device: str = "auto", amp: bool = False, workers: int | None = None,
                    csv_path: str | Path | None = None, progress: Progress | None = None
                    ) -> PredictResult:
-    """Classify the images in `sources` with the model of `run` (or the file `checkpoint`).
+    """Classify the images in `sources` with the model of `run`, the file `checkpoint`, or the
+    pretrained model named `model` (ImageNet classes, offline from the hub cache or a package).
 
-    Preprocessing and class names come from the model file. Unreadable files are reported in
-    `skipped` and the others still predicted. With `csv_path`, one row per input is written
-    atomically (skipped files carry their reason in the `error` column).
+    Preprocessing and class names come from the model file (or the pretrained config).
+    Unreadable files are reported in `skipped` and the others still predicted. With `csv_path`,
+    one row per input is written atomically (skipped files carry their reason in the `error`
+    column).
 
     Raises:
         NothingPredicted: no inputs at all, or not a single image could be predicted.
@@ -113,10 +117,11 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     progress = progress or NullProgress()
     if topk < 1:
         raise UsageError(f"--topk must be at least 1, got {topk}")
-    loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
+    loaded = load_for_inference(run=run, checkpoint=checkpoint, model=model, device=device)
     files, skipped = gather_inputs(sources)
     k = min(topk, len(loaded.class_names))
-    result = PredictResult(loaded.model_file, str(loaded.device), k, skipped=skipped)
+    result = PredictResult(loaded.meta.model, loaded.model_file, loaded.device_name, k,
+                           skipped=skipped)
     if not files:
         raise NothingPredicted("no image files to predict",
                                "pass image files, folders or quoted globs", result)

@@ -1,5 +1,6 @@
-"""Model services: build by name, new heads, the model files this toolbox writes, the registry
-index behind `tb models list`, `tb models info` facts and `tb summary`."""
+"""Model services: build by name (ImageNet weights from the hub cache, a package or the hub),
+the preprocessing and class names of pretrained models, new heads, the model files this toolbox
+writes, the registry index behind `tb models list`, `tb models info` facts and `tb summary`."""
 
 from toolbox.models._checkpoint import (
     ModelMeta,
@@ -12,14 +13,19 @@ from toolbox.models._checkpoint import (
 from toolbox.models._factory import (
     ModelRef,
     PretrainedWeightsUnavailable,
+    WeightsSource,
     classifier_name,
     create_model,
     replace_classifier,
     resolve_model,
+    timm_weights_source,
+    torchvision_weights_source,
 )
 from toolbox.models._info import ModelInfo, model_info
 from toolbox.models._listing import ModelListing, ModelRow, list_models
 from toolbox.models._macs import count_macs
+from toolbox.models._packaged import PACKAGED, PackagedWeights, package_file
+from toolbox.models._pretrained import data_config, pretrained_classifier
 from toolbox.models._registry import load_index
 from toolbox.models._sources import ModelFromSpec, load_for_summary, load_user_model
 from toolbox.models._summary import (
@@ -32,6 +38,7 @@ from toolbox.models._summary import (
 
 __all__ = [
     "DEFAULT_COLUMNS",
+    "PACKAGED",
     "TORCHINFO_COLUMNS",
     "ModelFromSpec",
     "ModelInfo",
@@ -40,10 +47,13 @@ __all__ = [
     "ModelRef",
     "ModelRow",
     "ModelSummary",
+    "PackagedWeights",
     "PretrainedWeightsUnavailable",
+    "WeightsSource",
     "classifier_name",
     "count_macs",
     "create_model",
+    "data_config",
     "list_models",
     "load_for_summary",
     "load_index",
@@ -51,11 +61,15 @@ __all__ = [
     "load_state_dict",
     "load_user_model",
     "model_info",
+    "package_file",
     "parse_dtype",
+    "pretrained_classifier",
     "read_meta",
     "replace_classifier",
     "resolve_model",
     "save_safetensors",
     "summarize",
+    "timm_weights_source",
     "torch_load",
+    "torchvision_weights_source",
 ]

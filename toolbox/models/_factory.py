@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from toolbox.errors import ToolboxError, unknown_name
+from toolbox.models._packaged import load_packaged, package_file, packaged_weights
 from toolbox.models._registry import TV_PREFIX, known_names, torchvision_classification_models
 
 if TYPE_CHECKING:
     from torch import nn
+
+# Where pretrained weights come from, in the order they are tried (`tb models list/info`).
+WeightsSource = Literal["hub-cache", "package", "download"]
 
 
 @dataclass(frozen=True)
@@ -108,19 +112,47 @@ def _unavailable(name: str, why: str) -> PretrainedWeightsUnavailable:
         "connect to the hub once to cache them, or pass --weights FILE")
 
 
+def hub_cached_file(hub_id: str, filename: str | None = None) -> str | None:
+    """Local path of a hub repository's weights file in the Hugging Face cache, if it is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in filter(None, (filename, "model.safetensors", "pytorch_model.bin")):
+        found = try_to_load_from_cache(hub_id, name)
+        if isinstance(found, str):
+            return found
+    return None
+
+
 def _cached_timm_weights(name: str) -> str | None:
     """Local path of `name`'s pretrained weights in the Hugging Face cache, if they are there."""
-    from huggingface_hub import try_to_load_from_cache
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
     if cfg is None or not cfg.hf_hub_id:
         return None
-    for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
-        found = try_to_load_from_cache(cfg.hf_hub_id, filename)
-        if isinstance(found, str):
-            return found
-    return None
+    return hub_cached_file(cfg.hf_hub_id, cfg.hf_hub_filename)
+
+
+def timm_weights_source(name: str) -> WeightsSource:
+    """Where `create_model(name, pretrained=True)` takes timm weights from (`arch` or
+    `arch.tag`), in the order it tries them."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id and hub_cached_file(cfg.hf_hub_id, cfg.hf_hub_filename):
+        return "hub-cache"
+    entry = packaged_weights(name)
+    if entry is not None and package_file(entry) is not None:
+        return "package"
+    return "download"
+
+
+def torchvision_weights_source(weights_name: str) -> WeightsSource:
+    """Where torchvision weights (`ResNet18_Weights.IMAGENET1K_V1`) would come from."""
+    import torchvision.models as tvm
+
+    url = str(tvm.get_weight(weights_name).url)
+    return "hub-cache" if _torchvision_file_cached(url) else "download"
 
 
 def _create_timm(ref: ModelRef, pretrained: bool, num_classes: int | None,
@@ -132,8 +164,14 @@ def _create_timm(ref: ModelRef, pretrained: bool, num_classes: int | None,
         kwargs = {**kwargs, "num_classes": num_classes}
     if pretrained:
         cached = _cached_timm_weights(name)
+        packaged = packaged_weights(name)
+        package_path = package_file(packaged) if packaged is not None else None
         if cached:  # load the cached file directly: no hub round trip, works offline
             kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": cached}}
+        elif packaged is not None and package_path is not None:
+            model = timm.create_model(name, **kwargs)
+            load_packaged(model, packaged, package_path)
+            return model
         elif offline_requested():
             raise _unavailable(name, "not cached, and HF_HUB_OFFLINE/TB_OFFLINE is set")
         elif not host_reachable("huggingface.co"):
@@ -146,10 +184,10 @@ def _create_timm(ref: ModelRef, pretrained: bool, num_classes: int | None,
         raise _unavailable(name, str(exc).splitlines()[0]) from exc
 
 
-def _torchvision_weights_cached(weights: object) -> bool:
+def _torchvision_file_cached(url: str) -> bool:
     import torch
 
-    filename = str(getattr(weights, "url", "")).rsplit("/", 1)[-1]
+    filename = url.rsplit("/", 1)[-1]
     return bool(filename) and (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
 
 
@@ -162,7 +200,7 @@ def _create_torchvision(ref: ModelRef, pretrained: bool, num_classes: int | None
             kwargs = {**kwargs, "num_classes": num_classes}
         return tvm.get_model(ref.arch, weights=None, **kwargs)
     weights = tvm.get_model_weights(ref.arch).DEFAULT
-    if not _torchvision_weights_cached(weights):
+    if not _torchvision_file_cached(str(getattr(weights, "url", ""))):
         if offline_requested():
             raise _unavailable(ref.name, "not cached, and HF_HUB_OFFLINE/TB_OFFLINE is set")
         if not host_reachable("download.pytorch.org"):

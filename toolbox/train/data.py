@@ -31,9 +31,9 @@ from toolbox.sources import (
     SubsetSource,
     image_folder_source,
 )
+from toolbox.train.config import DEMO_IMG_SIZE
 
 DEMO_NAME = "scikit-learn digits"
-DEMO_IMG_SIZE = 32
 CACHE_BUDGET_BYTES = 4 * 1024**3  # decoded uint8 images kept in memory up to this size
 
 
@@ -47,6 +47,13 @@ class DataSplits:
     description: str
     is_demo: bool = False
     default_img_size: int | None = None
+
+    @property
+    def not_images(self) -> list[Any]:
+        """Files in the data folders that are not images (each reported, never used)."""
+        sources = [getattr(s, "base", s) for s in (self.train, self.val)]
+        found = [item for s in sources for item in getattr(s, "not_images", [])]
+        return list(dict.fromkeys(found))  # a split folder's two subsets share one source
 
 
 def stratified_split(targets: np.ndarray, val_fraction: float, seed: int

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from toolbox.devices import autocast_dtype
+from toolbox.devices import autocast_dtype, autocast_off_reason
 from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta
 from toolbox.preprocess import normalize_uint8
@@ -37,7 +37,7 @@ class Amp:
     @property
     def label(self) -> str:
         if not self.enabled:
-            return "off (float32)"
+            return "off (float32)" + self.note
         name = {torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.dtype]
         return name + (" + GradScaler" if self.scaler is not None else "") + self.note
 
@@ -49,9 +49,13 @@ class Amp:
 
 def amp_setup(device: torch.device, enabled: bool, dtype: str = "auto") -> Amp:
     """Pick the autocast dtype: fp16 (with loss scaling) on CUDA unless bf16 is asked for;
-    bfloat16 on the CPU and MPS, where float16 autocast does not apply."""
+    bfloat16 on the CPU and MPS, where float16 autocast does not apply; off where it would
+    only slow things down (`autocast_off_reason`)."""
     if not enabled:
         return Amp(False, device.type)
+    off = autocast_off_reason(device.type, dtype)
+    if off is not None:
+        return Amp(False, device.type, note=f" ({off}; --amp-dtype bf16 forces it)")
     chosen = autocast_dtype(device.type, dtype)
     if chosen == torch.float16:  # CUDA: float16 needs loss scaling
         return Amp(True, device.type, chosen, torch.amp.GradScaler("cuda"))

@@ -28,6 +28,8 @@ class RunStart:
     epochs: int
     start_epoch: int
     cached: bool
+    lr: float
+    lr_note: str | None = None  # why this lr, when it is a default chosen by the mode
     topk: int = 5  # the k of the "top-5" accuracy: never more than there are classes
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -41,7 +43,8 @@ class RunStart:
                 "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
                 "device": self.device, "world_size": self.world_size,
                 "mixed_precision": self.amp, "epochs": self.epochs,
-                "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk}
+                "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk,
+                "lr": self.lr, "lr_note": self.lr_note}
 
 
 @dataclass
@@ -74,12 +77,13 @@ class FinetuneResult:
     per_class_acc: dict[str, float]
     class_names: list[str]
     tensorboard_command: str
+    lr: float  # the peak learning rate used (chosen by mode unless --lr was given)
     resumed_from: Path | None = None
     start: RunStart | None = None  # the settings it ran with, for the final report
 
     @classmethod
     def of(cls, run_dir: Path, history: list[EpochRow], best_epoch: int, best_acc1: float,
-           classes: list[str], resumed_from: Path | None = None,
+           classes: list[str], lr: float, resumed_from: Path | None = None,
            start: RunStart | None = None) -> FinetuneResult:
         """The result of a run that trained `history`, its best weights from `best_epoch`."""
         from toolbox import runs
@@ -91,4 +95,4 @@ class FinetuneResult:
                    final_val_acc1=history[-1].val_acc1,
                    per_class_acc=dict(zip(classes, best.per_class, strict=False)),
                    class_names=list(classes), tensorboard_command=tensorboard_command(run_dir),
-                   resumed_from=resumed_from, start=start)
+                   lr=lr, resumed_from=resumed_from, start=start)

@@ -79,6 +79,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
         run_dir = (resumed_from.parent.parent if resumed_from.parent.name == runs.CHECKPOINT_DIR
                    else Path(config.out or resumed_from.parent))
     config.validate()
+    lr_note = config.resolve_lr()
     ctx, device = setup_distributed(config.device)
     try:
         if state is None:
@@ -88,7 +89,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
                 _check_out(run_dir)
         config.out = str(run_dir)
         return Trainer(config, ctx, device, run_dir, state, resumed_from, progress,
-                        on_start, on_epoch).run()
+                       on_start, on_epoch, lr_note).run()
     finally:
         ctx.close()
 

@@ -43,6 +43,14 @@ from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 from toolbox.train.run_log import RunLog, open_run_log
 
 
+def _not_images_note(skipped: list[Any]) -> list[str]:
+    if not skipped:
+        return []
+    shown = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return [f"left out {len(skipped)} file(s) that are not images: {shown}{more}"]
+
+
 def _frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
     return cfg.freeze and (cfg.unfreeze_at is None or epoch < cfg.unfreeze_at)
 
@@ -56,7 +64,7 @@ def _model_for_run(cfg: FinetuneConfig, classes: list[str], saved: dict[str, Any
     built = build_model(model=cfg.model, class_names=classes,
                         pretrained=cfg.pretrained and saved is None,
                         weights=cfg.weights if saved is None else None,
-                        img_size=cfg.img_size, seed=cfg.seed)
+                        img_size=cfg.img_size, seed=cfg.seed, freeze=cfg.freeze)
     meta = ModelMeta.from_dict(saved["meta"]) if saved is not None else built.meta
     if saved is not None:
         load_model_state(built.model, saved, resumed_from, cfg.model)
@@ -79,7 +87,8 @@ def _run_start(trainer: Trainer, splits: data_mod.DataSplits, weights: str, note
         trainable_params=trainable, frozen_params=frozen, device=str(trainer.device),
         amp=trainer.amp.label, world_size=trainer.ctx.world_size, epochs=trainer.cfg.epochs,
         start_epoch=state.epoch + 1, cached=data.cached, topk=topk_for(len(splits.classes)),
-        notes=notes, warnings=[*warnings, *skipped])
+        lr=float(trainer.cfg.lr), lr_note=trainer.lr_note,
+        notes=[*notes, *_not_images_note(splits.not_images)], warnings=[*warnings, *skipped])
 
 
 def _write_args(run_dir: Path, cfg: FinetuneConfig, start: RunStart) -> None:
@@ -97,10 +106,11 @@ class Trainer:
 
     def __init__(self, cfg: FinetuneConfig, ctx: DistContext, device: torch.device,
                  run_dir: Path, saved: dict[str, Any] | None, resumed_from: Path | None,
-                 progress: Progress, on_start: Callable | None, on_epoch: Callable | None
-                 ) -> None:
+                 progress: Progress, on_start: Callable | None, on_epoch: Callable | None,
+                 lr_note: str | None = None) -> None:
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, device, run_dir
-        self.saved, self.resumed_from = saved, resumed_from
+        # lr_note: why cfg.lr, when the mode chose it
+        self.saved, self.resumed_from, self.lr_note = saved, resumed_from, lr_note
         self.progress = progress if ctx.is_main else NullProgress()
         self.on_start, self.on_epoch = on_start, on_epoch
         self.saver = CheckpointSaver(run_dir, cfg.channels_last)
@@ -183,7 +193,7 @@ class Trainer:
                                     ) from None
             log.hparams(cfg, state.best_acc1, state.epoch)
         return FinetuneResult.of(self.run_dir, state.history, state.best_epoch, state.best_acc1,
-                                 state.classes, self.resumed_from, start)
+                                 state.classes, float(cfg.lr), self.resumed_from, start)
 
     def _one_epoch(self, log: RunLog, batches: Any = None) -> None:
         cfg, ctx, state, data = self.cfg, self.ctx, self.state, self.data

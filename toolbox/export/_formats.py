@@ -1,0 +1,126 @@
+"""Writing the two export formats, and running a written file back for the parity check."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolbox.errors import ToolboxError, UsageError
+from toolbox.inference.exported import INPUT_NAME, OnnxModel
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+# The TorchScript-based ONNX exporter: it accepts opsets 7 to 20 and exported the test model in
+# 1.1 s and resnet18 in 4.6 s here, against 22 s and 20 s for the torch.export-based one
+# (dynamo=True), which also needs onnxscript and specialises a batch of one.
+MIN_OPSET, MAX_OPSET = 7, 20
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class Format:
+    """An export format: its name, file suffix, how people write it, and what reads it."""
+
+    name: str
+    suffix: str
+    label: str
+    description: str
+
+
+FORMATS = {
+    "onnx": Format("onnx", ".onnx", "ONNX", "for onnxruntime, TensorRT, OpenVINO and others"),
+    "torchscript": Format("torchscript", ".torchscript", "TorchScript",
+                          "for torch.jit.load in Python or libtorch in C++"),
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_onnx(module: nn.Module, dest: Path, example: torch.Tensor, *, opset: int,
+               dynamic_batch: bool, output: str, metadata: dict[str, str]) -> None:
+    """Export `module` to ONNX at `dest`, with `metadata` as the model's `metadata_props`.
+
+    Raises:
+        ToolboxError: an opset outside what the exporter writes, an operator it cannot express
+            at `opset`, or a model it cannot trace.
+    """
+    import onnx
+    import torch
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(f"--opset {opset} is outside what the exporter writes "
+                         f"({MIN_OPSET} to {MAX_OPSET})", f"use --opset {DEFAULT_OPSET}",
+                         param="--opset")
+    axes = {INPUT_NAME: {0: "batch"}, output: {0: "batch"}} if dynamic_batch else None
+    try:
+        with warnings.catch_warnings():
+            # The exporter warns that it is the legacy one and about tracing Python values;
+            # the parity check is what tells whether the graph is right.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(dest), dynamo=False,
+                              input_names=[INPUT_NAME], output_names=[output],
+                              opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
+    except Exception as exc:
+        message = _first_line(exc)
+        if "opset" in message.lower() or "UnsupportedOperator" in type(exc).__name__:
+            raise ToolboxError(f"cannot export to ONNX opset {opset}: {message}",
+                               f"try a newer --opset (up to {MAX_OPSET})") from exc
+        raise ToolboxError(f"cannot export the model to ONNX: {type(exc).__name__}: {message}",
+                           "try --format torchscript, or another --opset") from exc
+    proto = onnx.load(str(dest))
+    # The tracer leaves some output sizes symbolic (Concat_dim_1) where the model computes
+    # them; they are fixed for a given input size, so write them down for the file's readers.
+    with torch.inference_mode():
+        sizes = module(example).shape
+    for index, dim in enumerate(proto.graph.output[0].type.tensor_type.shape.dim):
+        if not (dynamic_batch and index == 0):
+            dim.dim_value = sizes[index]
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(dest))
+
+
+def write_torchscript(module: nn.Module, dest: Path, example: torch.Tensor, *,
+                      metadata: dict[str, str]) -> None:
+    """Trace `module` to TorchScript at `dest`, with `metadata` as its `_extra_files`.
+
+    Raises:
+        ToolboxError: the model cannot be traced.
+    """
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, example, check_trace=False)
+            torch.jit.save(traced, str(dest), _extra_files=metadata)
+    except Exception as exc:
+        raise ToolboxError(f"cannot trace the model to TorchScript: {type(exc).__name__}: "
+                           f"{_first_line(exc)}", "try --format onnx") from exc
+
+
+def load_runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """float32 NCHW batch -> output, from the written file alone (what a user would run)."""
+    import torch
+
+    if fmt == "onnx":
+        return OnnxModel(path, "cpu").run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(path), map_location="cpu")
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return loaded(torch.from_numpy(batch)).numpy()
+
+    return run
