@@ -22,10 +22,10 @@ from toolbox.models import (
 
 _BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
 # Measured on the demo digits (5 epochs, the defaults): a frozen random tf_efficientnet_lite0
-# reaches about 76%, the frozen pretrained one about 95%.
+# reaches about 76%, the frozen pretrained one about 91%.
 FROZEN_RANDOM_WARNING = (
     "--freeze with a random backbone ({why}): only the head learns, on untrained features "
-    "(expect far lower accuracy than with pretrained weights, e.g. 76% instead of 95% on the "
+    "(expect far lower accuracy than with pretrained weights, e.g. 76% instead of 91% on the "
     "demo digits); pass --weights FILE with trained weights, or train without --freeze")
 
 
