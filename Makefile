@@ -36,15 +36,17 @@ venv: $(RUN_STAMP)
 
 demo: $(RUN_STAMP)
 	$(BIN)/tb --version
-	$(BIN)/tb models list --filter resnet --limit 5
-	$(BIN)/tb summary resnet18 --depth 1
+	$(BIN)/tb models list --pretrained --filter tf_efficientnet_lite
+	$(BIN)/tb summary tf_efficientnet_lite0 --depth 1
 	$(BIN)/tb finetune --freeze --amp
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
+# The tests read real Fashion-MNIST files: tools/test_data.sh finds or provisions them.
 test: $(DEV_STAMP) lint
-	$(BIN)/python -m pytest -q
+	dir="$$(TB=$(BIN)/tb tools/test_data.sh)" && \
+	    TB_TEST_FASHION_MNIST="$$dir" $(BIN)/python -m pytest -q
 
 # The property-based tests with 25x the examples `make test` gives them (found failures are
 # kept in .hypothesis/ and replayed first next time).
@@ -60,4 +62,4 @@ docker-check:
 	$(PYTHON) tools/docker_check.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis .data

@@ -15,7 +15,9 @@ from toolbox.cli.app import app
 
 TB = Path(sys.executable).parent / "tb"
 REPO = Path(__file__).resolve().parent.parent
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Debian's dataset-fashion-mnist files; `make test` points elsewhere when it had to fetch them.
+FASHION_MNIST_DIR = Path(os.environ.get("TB_TEST_FASHION_MNIST")
+                         or "/usr/share/datasets/fashion-mnist")
 
 # Fuzz budgets (tests/test_fuzz_*.py): `make test` runs each property a few hundred times,
 # `make fuzz` (`--hypothesis-profile=fuzz`) far longer. No deadline: timings on a shared

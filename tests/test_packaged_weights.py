@@ -75,7 +75,7 @@ def test_a_tensor_without_a_place_is_an_error():
 def test_pretrained_lite0_loads_offline_from_the_package_with_a_new_head(empty_hub_cache):
     entry = PACKAGED["tf_efficientnet_lite0"]
     state = torch.load(package_file(entry), map_location="cpu", weights_only=True)
-    assert factory.timm_weights_source("tf_efficientnet_lite0", entry.arch) == "package"
+    assert factory.timm_weights_source("tf_efficientnet_lite0") == "package"
     model = create_model("tf_efficientnet_lite0", pretrained=True, num_classes=3)  # offline
     loaded = model.state_dict()
     assert torch.equal(loaded["conv_stem.weight"], state["_conv_stem.weight"])
@@ -134,3 +134,33 @@ def test_predict_takes_one_model_source(invoke, tmp_path):
     assert result.exit_code == 2 and "only one of --run, --model" in result.stderr
     result = invoke("predict", tmp_path)
     assert result.exit_code == 2 and "--model NAME" in result.stderr
+
+
+def test_models_list_and_info_say_where_weights_come_from(empty_hub_cache, invoke):
+    result = invoke("models", "list", "--pretrained", "--filter", "tf_efficientnet_lite*",
+                    "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = {r["name"]: r["weights_source"] for r in json.loads(result.stdout)}
+    assert rows["tf_efficientnet_lite0"] == rows["tf_efficientnet_lite2"] == "package"
+    assert rows["tf_efficientnet_lite3"] == "download"  # no package ships lite3
+    info = json.loads(invoke("models", "info", "tf_efficientnet_lite1", "--json").stdout)
+    assert info["weights_source"] == "package"
+    info = json.loads(invoke("models", "info", "resnet18", "--json").stdout)
+    assert info["weights_source"] == "download"
+    table = invoke("models", "list", "--pretrained", "--filter", "tf_efficientnet_lite0")
+    assert "weights from" in table.stdout and "package" in table.stdout
+
+
+def test_hub_cache_comes_before_the_package(empty_hub_cache):
+    from safetensors.torch import save_file
+
+    repo = empty_hub_cache / "models--timm--tf_efficientnet_lite0.in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.manual_seed(3)
+    state = create_model("tf_efficientnet_lite0").state_dict()
+    save_file(state, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    assert factory.timm_weights_source("tf_efficientnet_lite0") == "hub-cache"
+    loaded = create_model("tf_efficientnet_lite0", pretrained=True).state_dict()
+    assert torch.equal(loaded["conv_stem.weight"], state["conv_stem.weight"])

@@ -70,10 +70,12 @@ def list_command(
                     f"{', '.join(listing.suggestions)}?")
     if json_output:
         keys = ("name", "source", "input_size", "pretrained_tags", "family") + (
-            ("params",) if params else ())
+            ("params",) if params else ()) + (("weights_source",) if pretrained else ())
         render.print_json([{k: getattr(row, k) for k in keys} for row in listing.rows])
         return
     columns = ["name", "source", "input size", "pretrained tags" if pretrained else "tags"]
+    if pretrained:
+        columns.append("weights from")
     if params:
         columns.append("params")
     rows = []
@@ -82,6 +84,8 @@ def list_command(
         tags = ("\n".join(t.rpartition(".")[2] for t in row.pretrained_tags) if pretrained
                 else len(row.pretrained_tags))
         cells = [row.name, row.source, _size(row.input_size), tags]
+        if pretrained:
+            cells.append(row.weights_source or "-")
         if params:
             cells.append(f"{row.params:,}" if row.params is not None else "-")
         rows.append(cells)
@@ -131,6 +135,7 @@ def info_command(
         ("license", info.license),
         ("hub id", info.hub_id),
         ("weights url", info.url),
+        ("weights from", info.weights_source),
         ("paper", info.paper),
         ("default tag" if info.source == "timm" and "." not in info.name else "tag",
          info.pretrained_tag),

@@ -77,6 +77,13 @@ def write_onnx(module: nn.Module, dest: Path, example: torch.Tensor, *, opset: i
         raise ToolboxError(f"cannot export the model to ONNX: {type(exc).__name__}: {message}",
                            "try --format torchscript, or another --opset") from exc
     proto = onnx.load(str(dest))
+    # The tracer leaves some output sizes symbolic (Concat_dim_1) where the model computes
+    # them; they are fixed for a given input size, so write them down for the file's readers.
+    with torch.inference_mode():
+        sizes = module(example).shape
+    for index, dim in enumerate(proto.graph.output[0].type.tensor_type.shape.dim):
+        if not (dynamic_batch and index == 0):
+            dim.dim_value = sizes[index]
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)

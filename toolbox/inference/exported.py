@@ -9,6 +9,7 @@ a PyTorch model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +73,8 @@ def exported_meta(props: dict[str, str], where: Path) -> tuple[ModelMeta, str]:
         raise ToolboxError(f"{where} has an unknown output kind '{props[OUTPUT]}'",
                            "export the run again with `tb export`")
     _, height, width = meta.input_size
-    outside = ModelMeta(model=meta.model, num_classes=meta.num_classes,
-                        class_names=list(meta.class_names), input_size=(3, height, width),
-                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                        interpolation=meta.interpolation, crop_pct=meta.crop_pct,
-                        model_kwargs=dict(meta.model_kwargs))
+    outside = dataclasses.replace(meta, input_size=(3, height, width), mean=(0.0, 0.0, 0.0),
+                                  std=(1.0, 1.0, 1.0))
     return outside, props[OUTPUT]
 
 

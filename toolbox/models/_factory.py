@@ -133,10 +133,13 @@ def _cached_timm_weights(name: str) -> str | None:
     return hub_cached_file(cfg.hf_hub_id, cfg.hf_hub_filename)
 
 
-def timm_weights_source(name: str, hub_id: str | None, hub_filename: str | None = None
-                        ) -> WeightsSource:
-    """Where `create_model(name, pretrained=True)` takes timm weights from: the order it tries."""
-    if hub_id and hub_cached_file(hub_id, hub_filename):
+def timm_weights_source(name: str) -> WeightsSource:
+    """Where `create_model(name, pretrained=True)` takes timm weights from (`arch` or
+    `arch.tag`), in the order it tries them."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id and hub_cached_file(cfg.hf_hub_id, cfg.hf_hub_filename):
         return "hub-cache"
     entry = packaged_weights(name)
     if entry is not None and package_file(entry) is not None:
@@ -144,8 +147,11 @@ def timm_weights_source(name: str, hub_id: str | None, hub_filename: str | None 
     return "download"
 
 
-def torchvision_weights_source(url: str) -> WeightsSource:
-    """Where torchvision weights published at `url` would come from."""
+def torchvision_weights_source(weights_name: str) -> WeightsSource:
+    """Where torchvision weights (`ResNet18_Weights.IMAGENET1K_V1`) would come from."""
+    import torchvision.models as tvm
+
+    url = str(tvm.get_weight(weights_name).url)
     return "hub-cache" if _torchvision_file_cached(url) else "download"
 
 

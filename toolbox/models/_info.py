@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from toolbox.models._factory import classifier_name, create_model, resolve_model
+from toolbox.models._factory import (
+    classifier_name,
+    create_model,
+    resolve_model,
+    timm_weights_source,
+    torchvision_weights_source,
+)
 from toolbox.models._registry import (
     build_without_weights,
     parameter_count,
@@ -37,6 +43,8 @@ class ModelInfo:
     paper: str | None
     pretrained_tag: str | None  # the tag these preprocessing facts belong to
     pretrained_tags: list[str] = field(default_factory=list)
+    # Where `pretrained_tag`'s weights would come from: hub-cache, package or download.
+    weights_source: str | None = None
 
 
 def _paper_from_ids(ids: str | None, name: str | None) -> str | None:
@@ -52,6 +60,7 @@ def _timm_info(name: str, arch: str, tag: str | None) -> ModelInfo:
     cfg = get_pretrained_cfg(f"{arch}.{tag}" if tag else arch)
     model = build_without_weights(lambda: create_model(arch))
     tags = timm.list_pretrained(f"{arch}.*")
+    has_weights = bool(cfg and (cfg.hf_hub_id or cfg.url))
     return ModelInfo(
         name=name,
         architecture=arch,
@@ -69,8 +78,9 @@ def _timm_info(name: str, arch: str, tag: str | None) -> ModelInfo:
         hub_id=cfg.hf_hub_id if cfg else None,
         url=(cfg.url or cfg.origin_url) if cfg else None,
         paper=_paper_from_ids(cfg.paper_ids, cfg.paper_name) if cfg else None,
-        pretrained_tag=cfg.tag if cfg and (cfg.hf_hub_id or cfg.url) else None,
+        pretrained_tag=cfg.tag if has_weights else None,
         pretrained_tags=list(tags),
+        weights_source=timm_weights_source(f"{arch}.{cfg.tag}") if has_weights else None,
     )
 
 
@@ -100,6 +110,8 @@ def _tv_info(name: str, arch: str) -> ModelInfo:
         url=facts.get("url"),
         paper=f"{paper.group(1).strip()} {paper.group(2)}" if paper else None,
         pretrained_tag=facts.get("default_weights"),
+        weights_source=(torchvision_weights_source(facts["default_weights"])
+                        if facts.get("default_weights") else None),
         pretrained_tags=list(facts.get("weights", [])),
     )
 

@@ -36,6 +36,8 @@ class ModelRow:
     pretrained_tags: list[str]
     family: str = ""  # the defining module: why `resnet` lists seresnext26d_32x4d
     params: int | None = None
+    # With --pretrained: where the first listed tag's weights would come from.
+    weights_source: str | None = None
 
 
 @dataclass
@@ -85,6 +87,15 @@ def count_params(name: str) -> int | None:
     return None if model is None else parameter_count(model)
 
 
+def _weights_source(entry: IndexEntry, tag: str) -> str:
+    """hub-cache, package or download (imports timm or torchvision: only for --pretrained)."""
+    from toolbox.models._factory import timm_weights_source, torchvision_weights_source
+
+    if entry.source == "timm":
+        return timm_weights_source(tag)
+    return torchvision_weights_source(tag)
+
+
 def list_models(*, pattern: str = "", source: str = "all", pretrained: bool = False,
                 params: bool = False, limit: int | None = None,
                 progress: Progress | None = None) -> ModelListing:
@@ -118,7 +129,8 @@ def list_models(*, pattern: str = "", source: str = "all", pretrained: bool = Fa
             save_index(index)
         counts = {e.name: index.params.get(e.name) for e, _ in shown}
     rows = [ModelRow(e.name, e.source, list(e.input_size) if e.input_size else None,
-                     list(tags), e.family, counts.get(e.name))
+                     list(tags), e.family, counts.get(e.name),
+                     _weights_source(e, tags[0]) if pretrained and tags else None)
             for e, tags in shown]
     by_source: dict[str, int] = {}
     for entry, _ in found:
