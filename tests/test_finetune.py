@@ -50,6 +50,10 @@ def test_demo_run_reports_and_writes_the_run_folder(demo_run):
     assert "970 trainable" in result.stderr
     warning = "pretrained weights for test_resnet are not available"
     assert result.stderr.count(warning) == 1  # warned once
+    # ... as a frozen random backbone: what to expect and the two ways out
+    for part in ("--freeze with a random backbone", "expect far lower accuracy",
+                 "--weights FILE", "train without --freeze"):
+        assert part in " ".join(result.stderr.split()), part
     assert "val accuracy" in result.stdout and f"tensorboard --logdir {out}" in result.stdout
 
     args = yaml.safe_load((out / "args.yaml").read_text())

@@ -29,7 +29,7 @@ from toolbox.models._packaged import PACKAGED, PackagedWeights, package_file
 from toolbox.models._pretrained import data_config, pretrained_classifier
 from toolbox.models._registry import load_index
 from toolbox.models._segmenter import DECODER, DECODERS, create_segmenter
-from toolbox.models._sources import BuiltModel, load_for_summary, load_user_model
+from toolbox.models._sources import ModelFromSpec, load_for_summary, load_user_model
 from toolbox.models._summary import (
     DEFAULT_COLUMNS,
     TORCHINFO_COLUMNS,
@@ -44,7 +44,7 @@ __all__ = [
     "DEFAULT_COLUMNS",
     "PACKAGED",
     "TORCHINFO_COLUMNS",
-    "BuiltModel",
+    "ModelFromSpec",
     "ModelInfo",
     "ModelListing",
     "ModelMeta",

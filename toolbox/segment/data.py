@@ -52,6 +52,7 @@ class SegmentSplits:
     classes: list[str]
     description: str
     skipped: list[SkippedFile] = field(default_factory=list)
+    not_images: list[SkippedFile] = field(default_factory=list)  # none: pairs are by name
 
 
 def find_pairs(split_dir: Path, root: Path | None = None
@@ -220,6 +221,7 @@ class PreparedPairs:
         self.label = label
         self.progress = progress or NullProgress()
         self.skipped: list[SkippedFile] = []
+        self.complete = True  # decoded up front: the loaders slice it, no worker decodes
         n = len(self.pairs)
         self.tensor = torch.empty((n, *meta.input_size), dtype=torch.uint8)
         self.targets = torch.empty((n, *meta.input_size[1:]), dtype=torch.uint8)
