@@ -68,7 +68,8 @@ def test_augmentation_moves_the_mask_with_the_image(binary_set):
                                 pretrained=False, img_size=32, seed=0)
     pairs = PreparedPairs(splits.train[:4], built.meta, workers=1, progress=NullProgress())
     flipped = AugmentedPairs(pairs, "Fliplr(1.0)", seed=0)
-    image, mask, error = flipped[(1, 2)]
+    image, mask, error, index = flipped[(1, 2)]
+    assert index == 2
     assert error is None
     assert torch.equal(image, pairs.tensor[2].flip(-1))
     assert torch.equal(mask, pairs.targets[2].flip(-1))
@@ -79,7 +80,8 @@ def test_finetune_predict_evaluate_summary(binary_set, tmp_path, invoke):
     run = tmp_path / "run"
     result = invoke("finetune", "--task", "segment", "--data", binary_set, *TINY,
                     "--epochs", "2", "--loss", "ce+dice", "--decoder", "unet", "--freeze",
-                    "--unfreeze-at", "2", "--lr", "0.01", "--out", run, "--json")
+                    "--unfreeze-at", "2", "--lr", "0.01", "--augment", "Fliplr(0.5)",
+                    "--out", run, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["class_names"] == ["background", "foreground"]

@@ -254,6 +254,13 @@ class PreparedPairs:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def readable(self, index: torch.Tensor) -> torch.Tensor:
+        """All of `index`: unreadable pairs were left out while decoding."""
+        return index
+
+    def finish(self) -> None:
+        """Nothing to complete after an epoch: everything was decoded up front."""
+
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers get a copy; a terminal progress display need not travel with it.
         return {**self.__dict__, "progress": NullProgress()}

@@ -244,7 +244,7 @@ class AugmentedPairs:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, Any, None]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, Any, None, int]:
         from toolbox.augment import augment_with_mask, build_augmenter
         from toolbox.train.data import sample_seed
 
@@ -256,4 +256,4 @@ class AugmentedPairs:
         image, mask = augment_with_mask(self._augmenter, image, mask,
                                         sample_seed(self.seed, epoch, index))
         tensor, target = resize_pair(image, mask, self.pairs.meta)
-        return tensor, target, None
+        return tensor, target, None, index
