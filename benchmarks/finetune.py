@@ -15,8 +15,13 @@ RSS of the whole process tree (main process and DataLoader workers), polled with
 Goals: (b) >= 1.0x (a) at the same precision (aim 1.2x), (b)'s peak memory within 1.2x of
 (a)'s, and --freeze much faster than full training.
 
-    python benchmarks/finetune.py            # 3,000 + 600 images, 3 epochs (a few minutes)
-    python benchmarks/finetune.py --quick    # a smoke run: 384 + 128 images, 2 epochs
+`--short-run` times a whole short run instead: one epoch on 2,000 PNGs (1,600 train + 400 val),
+each side a fresh process timed from start to exit (imports, start-up, training and validation),
+alternating rounds, medians compared. Goal: `tb finetune` no slower than the textbook loop.
+
+    python benchmarks/finetune.py              # 3,000 + 600 images, 3 epochs (a few minutes)
+    python benchmarks/finetune.py --quick      # a smoke run: 384 + 128 images, 2 epochs
+    python benchmarks/finetune.py --short-run  # whole-process time of one short epoch
 """
 
 from __future__ import annotations
@@ -102,19 +107,61 @@ def steady(rates: list[float]) -> float:
     return sum(later) / len(later)
 
 
+def tb_command(data: Path, out: Path, epochs: int, *extra: str) -> list[str]:
+    """`tb finetune` with the textbook loop's settings (model, size, batch, workers, optimizer)."""
+    return [str(TB), "finetune", "--data", str(data), "--model", "resnet18", "--no-pretrained",
+            "--img-size", str(IMG_SIZE), "--batch-size", str(BATCH), "--workers", str(WORKERS),
+            "--opt", "adam", "--weight-decay", "0", "--sched", "none", "--epochs", str(epochs),
+            "--out", str(out), "--json", *extra]
+
+
+def short_run(rounds: int, env: dict) -> None:
+    """Whole-process wall time of one epoch, textbook vs `tb finetune`, rounds alternating."""
+    import statistics
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="tb-bench-short-") as tmp:
+        data = Path(tmp) / "fmnist"
+        export(data, 1600, 400)
+        print(f"short run: 1 epoch, 1,600 train + 400 val Fashion-MNIST PNGs, resnet18 at "
+              f"{IMG_SIZE}px, batch {BATCH}, {WORKERS} workers, {os.cpu_count()} cores, "
+              f"{rounds} alternating rounds")
+        times: dict[str, list[float]] = {"textbook": [], "tb finetune": []}
+        for n in range(rounds):
+            commands = {
+                "textbook": [sys.executable, __file__, "--textbook", str(data), "--epochs", "1"],
+                "tb finetune": tb_command(data, Path(tmp) / f"run-{n}", 1),
+            }
+            for name in (list(commands) if n % 2 == 0 else list(commands)[::-1]):
+                start = time.perf_counter()
+                subprocess.run(commands[name], env=env, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - start)
+    for name, values in times.items():
+        print(f"{name:<12} median {statistics.median(values):6.2f} s  "
+              f"({', '.join(f'{v:.2f}' for v in values)})")
+    ratio = statistics.median(times["textbook"]) / statistics.median(times["tb finetune"])
+    print(f"textbook time / tb finetune time = {ratio:.2f}x (>= 1.0: tb is no slower)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--textbook", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--short-run", action="store_true",
+                        help="whole-process time of one short epoch, textbook vs tb")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --short-run")
     args = parser.parse_args()
     if args.textbook:  # the child process of variant (a)
         print(json.dumps(textbook(args.textbook, args.epochs, args.bf16)))
         return
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    if args.short_run:
+        short_run(args.rounds, env)
+        return
     train, val, epochs = (384, 128, 2) if args.quick else (3000, 600, 3)
     epochs = args.epochs or epochs
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     with tempfile.TemporaryDirectory(prefix="tb-bench-finetune-") as tmp:
         data = Path(tmp) / "fmnist"
         export(data, train, val)
@@ -131,12 +178,8 @@ def main() -> None:
                 ("", ["--amp"]), (" --channels-last", ["--amp", "--channels-last"]),
                 (" --freeze", ["--amp", "--freeze"])]
             for label, extra in variants:
-                cmd = [str(TB), "finetune", "--data", str(data), "--model", "resnet18",
-                       "--no-pretrained", "--img-size", str(IMG_SIZE), "--batch-size",
-                       str(BATCH), "--workers", str(WORKERS), "--opt", "adam",
-                       "--weight-decay", "0", "--sched", "none", "--epochs", str(epochs),
-                       "--out", str(Path(tmp) / f"run-{precision}{label.strip()}"), "--json",
-                       *extra]
+                cmd = tb_command(data, Path(tmp) / f"run-{precision}{label.strip()}", epochs,
+                                 *extra)
                 done, rss = run_with_peak_rss(cmd, env=env)
                 rows = json.loads(done.stdout)["epochs"]
                 results[f"tb finetune {precision}{label}"] = (

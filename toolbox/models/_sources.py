@@ -26,7 +26,7 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
 @dataclass
-class BuiltModel:
+class ModelFromSpec:
     """A model built from what the user named, and where it came from."""
 
     model: nn.Module
@@ -131,14 +131,14 @@ def _default_input_size(model: nn.Module) -> tuple[int, ...] | None:
 
 
 def load_for_summary(spec: str, *, num_classes: int | None = None,
-                     model_args: dict[str, Any] | None = None) -> BuiltModel:
+                     model_args: dict[str, Any] | None = None) -> ModelFromSpec:
     """Build the model `spec` names: a timm/torchvision name, a `tb` model file, or user code."""
     model_args = dict(model_args or {})
     if ":" in spec and not spec.startswith(TV_PREFIX):
         model = load_user_model(spec, model_args)
         if num_classes is not None:
             replace_classifier(model, num_classes)
-        return BuiltModel(model, "code", type(model).__name__, _default_input_size(model))
+        return ModelFromSpec(model, "code", type(model).__name__, _default_input_size(model))
     path = Path(spec)
     if path.suffix == ".py":
         raise ToolboxError(f"'{spec}' names a Python file but not what to build from it",
@@ -150,7 +150,7 @@ def load_for_summary(spec: str, *, num_classes: int | None = None,
         model, meta = load_model_file(path)
         if num_classes is not None:
             replace_classifier(model, num_classes)
-        return BuiltModel(model, "file", meta.model, tuple(meta.input_size))
+        return ModelFromSpec(model, "file", meta.model, tuple(meta.input_size))
     ref = resolve_model(spec)
     if "num_classes" in model_args:  # `--model-arg num_classes=N` means --num-classes N
         given = model_args.pop("num_classes")
@@ -161,4 +161,4 @@ def load_for_summary(spec: str, *, num_classes: int | None = None,
     else:
         size = tuple(torchvision_defaults(ref.arch)["input_size"])
     arch = f"{ref.arch}.{ref.tag}" if ref.tag else ref.name
-    return BuiltModel(model, ref.source, arch, size)
+    return ModelFromSpec(model, ref.source, arch, size)

@@ -1,16 +1,21 @@
-"""Training checkpoints: written atomically, read back with `weights_only=True` for `--resume`."""
+"""Training checkpoints: the state they hold, written atomically (last, best, the model file),
+read back with `weights_only=True` for `--resume`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_path
-from toolbox.models import torch_load
-from toolbox.runs import LAST_CHECKPOINT, checkpoint_path
+from toolbox.models import ModelMeta, save_safetensors, torch_load
+from toolbox.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, MODEL_FILE, checkpoint_path
+from toolbox.train.config import FinetuneConfig
+from toolbox.train.results import EpochRow
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "args", "meta")
 
@@ -51,3 +56,109 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ToolboxError(f"{path} is not a tb training checkpoint (no optimizer state)",
                            "use --weights for model files; --resume takes a run folder")
     return state
+
+
+def row_dict(row: EpochRow) -> dict[str, Any]:
+    """An epoch row as plain values (checkpoints are loaded with `weights_only=True`)."""
+    return {k: getattr(row, k) for k in row.__dataclass_fields__}
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds, and the one place that knows its format: `to_dict` writes
+    it, `restore` reads it back for `--resume` (timm's `resume_checkpoint`)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any  # an LrSchedule
+    scaler: Any  # a GradScaler, or None
+    device: torch.device
+    cfg: FinetuneConfig
+    meta: ModelMeta
+    classes: list[str]
+    epoch: int = 0  # completed epochs
+    history: list[EpochRow] = field(default_factory=list)
+    best_acc1: float = -1.0  # the best epoch's score: top-1, or mIoU when segmenting
+    best_epoch: int = 0
+    row_type: type = EpochRow  # the task's epoch row (segmentation has its own)
+
+    def to_dict(self, interrupted: bool = False) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "epoch": self.epoch, "class_names": list(self.classes),
+            "args": self.cfg.to_dict(), "meta": self.meta.to_dict(),
+            "history": [row_dict(r) for r in self.history],
+            "best_acc1": self.best_acc1, "best_epoch": self.best_epoch,
+            "rng": torch.get_rng_state(), "interrupted": interrupted,
+            "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                         else None),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Optimizer, schedule, scaler, random state and history (the model is loaded earlier,
+        by `load_model_state`, before the optimizer is built over its parameters)."""
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("scheduler"):
+            self.schedule.load_state_dict(saved["scheduler"])
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        if isinstance(saved.get("rng"), torch.Tensor):
+            torch.set_rng_state(saved["rng"])
+        if self.device.type == "cuda" and isinstance(saved.get("cuda_rng"), torch.Tensor):
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        self.epoch = int(saved["epoch"])
+        self.history = [self.row_type(**row) for row in saved.get("history", [])]
+        self.best_acc1 = float(saved.get("best_acc1", -1.0))
+        self.best_epoch = int(saved.get("best_epoch", 0))
+
+
+def check_classes(saved: dict[str, Any], classes: list[str]) -> None:
+    """Refuse to resume on data whose classes differ from the checkpoint's."""
+    if list(saved["class_names"]) != list(classes):
+        raise ToolboxError(f"the checkpoint was trained on other classes "
+                           f"({len(saved['class_names'])}) than the data now has "
+                           f"({len(classes)})", "resume with the same data")
+
+
+def load_model_state(model: nn.Module, saved: dict[str, Any], source: Path | None,
+                     model_name: str) -> None:
+    """The checkpoint's weights into `model`, or a ToolboxError naming the mismatch."""
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as exc:
+        raise ToolboxError(f"checkpoint {source} does not fit {model_name}: "
+                           f"{str(exc).splitlines()[0]}",
+                           "resume with the checkpoint's own run folder") from exc
+
+
+class CheckpointSaver:
+    """Writes a run's checkpoints (as timm's `CheckpointSaver` does): `last.pt` after every
+    epoch, `best.pt` and `model.safetensors` when validation accuracy improves, and `last.pt`
+    when the run is interrupted."""
+
+    def __init__(self, run_dir: Path, channels_last: bool = False) -> None:
+        self.run_dir = run_dir
+        self.channels_last = channels_last
+
+    def save_epoch(self, state: TrainState, improved: bool) -> None:
+        saved = state.to_dict()
+        save_checkpoint(checkpoint_path(self.run_dir, LAST_CHECKPOINT), saved)
+        if improved:
+            save_checkpoint(checkpoint_path(self.run_dir, BEST_CHECKPOINT), saved)
+            self._save_model_file(state)
+
+    def save_interrupted(self, state: TrainState) -> Path:
+        path = checkpoint_path(self.run_dir, LAST_CHECKPOINT)
+        save_checkpoint(path, state.to_dict(interrupted=True))
+        return path
+
+    def _save_model_file(self, state: TrainState) -> None:
+        if self.channels_last:  # safetensors stores contiguous tensors only
+            state.model.to(memory_format=torch.contiguous_format)
+        try:
+            save_safetensors(state.model, self.run_dir / MODEL_FILE, state.meta)
+        finally:
+            if self.channels_last:
+                state.model.to(memory_format=torch.channels_last)

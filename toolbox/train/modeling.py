@@ -30,7 +30,7 @@ FROZEN_RANDOM_WARNING = (
 
 
 @dataclass
-class BuiltModel:
+class TrainableModel:
     """A model ready to train, with its head's name, its ModelMeta and what happened on the way."""
 
     model: nn.Module
@@ -49,7 +49,7 @@ def _create(name: str, num_classes: int, pretrained: bool, kwargs: dict) -> tupl
 
 
 def build_model(*, model: str, class_names: list[str], pretrained: bool, weights: str | None,
-                img_size: int | None, seed: int, freeze: bool = False) -> BuiltModel:
+                img_size: int | None, seed: int, freeze: bool = False) -> TrainableModel:
     """Build `model` with a head for `class_names`, from hub weights, a file, or random init.
 
     With `freeze` and random weights, a warning says what to expect: only the head learns,
@@ -93,7 +93,7 @@ def build_model(*, model: str, class_names: list[str], pretrained: bool, weights
                      input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]),
                      std=tuple(cfg["std"]), interpolation=str(cfg["interpolation"]),
                      crop_pct=float(cfg["crop_pct"]), model_kwargs=kwargs)
-    return BuiltModel(net, head, meta, notes, warnings, source)
+    return TrainableModel(net, head, meta, notes, warnings, source)
 
 
 def load_weights(model: nn.Module, head: str, path: Path, model_name: str) -> list[str]:

@@ -80,3 +80,19 @@ class FinetuneResult:
     lr: float  # the peak learning rate used (chosen by mode unless --lr was given)
     resumed_from: Path | None = None
     start: RunStart | None = None  # the settings it ran with, for the final report
+
+    @classmethod
+    def of(cls, run_dir: Path, history: list[EpochRow], best_epoch: int, best_acc1: float,
+           classes: list[str], lr: float, resumed_from: Path | None = None,
+           start: RunStart | None = None) -> FinetuneResult:
+        """The result of a run that trained `history`, its best weights from `best_epoch`."""
+        from toolbox import runs
+        from toolbox.tensorboard import tensorboard_command
+
+        best = next((r for r in history if r.epoch == best_epoch), history[-1])
+        return cls(run_dir=run_dir, model_file=run_dir / runs.MODEL_FILE, epochs=list(history),
+                   best_epoch=best_epoch, best_val_acc1=best_acc1,
+                   final_val_acc1=history[-1].val_acc1,
+                   per_class_acc=dict(zip(classes, best.per_class, strict=False)),
+                   class_names=list(classes), tensorboard_command=tensorboard_command(run_dir),
+                   lr=lr, resumed_from=resumed_from, start=start)
