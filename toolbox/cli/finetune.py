@@ -158,8 +158,9 @@ def finetune_command(
         "--model", help="timm or torchvision name, as `tb models list` shows.",
         rich_help_panel=_MODEL)] = _D.model,
     pretrained: Annotated[bool, typer.Option(
-        "--pretrained/--no-pretrained", help="Start from the hub's pretrained weights (or its "
-                                             "cache); offline without a cache: random init.",
+        "--pretrained/--no-pretrained", help="Start from ImageNet weights: the hub cache, a "
+                                             "weight package (tf_efficientnet_lite0/1/2) or "
+                                             "the hub; none of them: random init.",
         rich_help_panel=_MODEL)] = _D.pretrained,
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Start from a local .safetensors/.pth (e.g. an earlier run's "
