@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End to end with nothing but tb and Debian's dataset-fashion-mnist package:
 # import the data set -> export a small ImageFolder -> augment it -> fine-tune -> summarise the
-# model -> log images to TensorBoard -> evaluate -> predict a few images.
+# model -> log images to TensorBoard -> evaluate -> predict a few images; then segmentation:
+# garments pasted on canvases -> fine-tune a segmenter -> predict masks -> evaluate IoU/Dice.
 #
 #   examples/walkthrough.sh [WORK_DIR]        (default: ./walkthrough)
 #
 # Sizes are small so it runs in a few minutes on a laptop CPU; make them bigger with
 #   PER_SPLIT=5000 EPOCHS=5 examples/walkthrough.sh   (or smaller: MODEL=resnet10t PER_SPLIT=200)
 # Environment: FMNIST_DIR (Debian's files), PER_SPLIT (images exported per split), EPOCHS,
-# MODEL, IMG_SIZE, TB (the tb program to run).
+# MODEL, IMG_SIZE, SEG_COUNT (training canvases; a quarter as many for validation), SEG_SIZE
+# (canvas side), TB (the tb program to run).
 set -euo pipefail
 
 FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
@@ -17,6 +19,8 @@ PER_SPLIT=${PER_SPLIT:-500}
 EPOCHS=${EPOCHS:-3}
 MODEL=${MODEL:-resnet18}
 IMG_SIZE=${IMG_SIZE:-32}
+SEG_COUNT=${SEG_COUNT:-400}
+SEG_SIZE=${SEG_SIZE:-64}
 TB=${TB:-tb}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -57,4 +61,13 @@ step "7. Predict a few images (a quoted glob: tb expands it)"
 "$TB" predict "$WORK/fmnist/test/*/0000*.png" --run "$WORK/run" --topk 3 \
   --csv "$WORK/predictions.csv"
 
-step "Done. See it all in TensorBoard: tensorboard --logdir $WORK/run"
+step "8. Segmentation: garments on ${SEG_SIZE}px canvases (binary masks), a segmenter, its masks"
+"$TB" datasets fetch fashion-mnist --root "$WORK/data" --export-segmentation "$WORK/seg" \
+  --binary --export-max "$SEG_COUNT" --canvas-size "$SEG_SIZE"
+"$TB" finetune --task segment --data "$WORK/seg" --model "$MODEL" --no-pretrained \
+  --img-size "$SEG_SIZE" --loss dice --epochs "$EPOCHS" --batch-size 32 --lr 0.003 --seed 0 \
+  --out "$WORK/seg-run"
+"$TB" predict "$WORK/seg/val/images/0000*.png" --run "$WORK/seg-run" --out "$WORK/seg-masks"
+"$TB" evaluate --run "$WORK/seg-run" --data "$WORK/seg" --out "$WORK/seg-eval"
+
+step "Done. See it all in TensorBoard: tensorboard --logdir $WORK (both runs)"

@@ -20,6 +20,7 @@ from toolbox.images import collect_images, read_image
 PER_SPLIT = 200
 EPOCHS = 3
 MODEL = "resnet10t"
+SEG_COUNT, SEG_SIZE = 64, 32  # 64 training and 16 validation canvases of one garment each
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -34,7 +35,8 @@ def walkthrough(tmp_path_factory: pytest.TempPathFactory
     ResNet than its defaults, so CI takes about a minute)."""
     tmp = tmp_path_factory.mktemp("walkthrough")
     env = _env(tmp, TB=str(TB), FMNIST_DIR=str(FASHION_MNIST_DIR), PER_SPLIT=str(PER_SPLIT),
-               EPOCHS=str(EPOCHS), MODEL=MODEL)
+               EPOCHS=str(EPOCHS), MODEL=MODEL, SEG_COUNT=str(SEG_COUNT),
+               SEG_SIZE=str(SEG_SIZE))
     proc = subprocess.run(["bash", str(REPO / "examples" / "walkthrough.sh"), "work"],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     return tmp / "work", proc
@@ -52,7 +54,7 @@ def _events(logdir: Path):
 def test_walkthrough_runs_every_step(walkthrough):
     _, proc = walkthrough
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    for n in range(1, 8):
+    for n in range(1, 9):
         assert f"==> {n}. " in proc.stderr
 
 
@@ -149,6 +151,29 @@ def test_step7_predictions(walkthrough):
         assert not row["error"] and row["label_1"] in classes
         assert 1.0 >= float(row["prob_1"]) >= float(row["prob_2"]) >= float(row["prob_3"])
     assert "Predictions" in proc.stdout
+
+
+@pytest.mark.slow
+def test_step8_segmentation(walkthrough):
+    from toolbox.images import read_mask
+    from toolbox.models import read_meta
+
+    work, proc = walkthrough
+    assert proc.returncode == 0
+    meta = read_meta(work / "seg-run" / runs.MODEL_FILE)
+    assert (meta.task, meta.class_names) == ("segment", ["background", "foreground"])
+    rows = list(csv.DictReader((work / "seg-run" / runs.METRICS_FILE).open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    inputs = sorted((work / "seg" / "val" / "images").glob("0000*.png"))
+    assert len(inputs) == 10
+    for image in inputs:
+        mask = read_mask(work / "seg-masks" / image.name)
+        assert mask.shape == (SEG_SIZE, SEG_SIZE) and set(np.unique(mask)) <= {0, 1}
+        assert (work / "seg-masks" / f"{image.stem}.overlay.png").is_file()
+    report = json.loads((work / "seg-eval" / "seg-val_metrics.json").read_text())
+    assert report["images"] == SEG_COUNT // 4
+    best = max(float(r["val_miou"]) for r in rows)
+    assert report["miou"] == pytest.approx(best, abs=1e-4)  # the run's own figure
 
 
 def test_custom_model_in_tb_summary(tb_subprocess):

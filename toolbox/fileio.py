@@ -75,6 +75,35 @@ def atomic_write_text(dest: str | Path, text: str) -> Path:
     return atomic_write_bytes(dest, text.encode("utf-8"))
 
 
+@contextmanager
+def atomic_folder(dest: str | Path) -> Iterator[Path]:
+    """Yield a hidden staging folder beside `dest`; rename it onto `dest` if the block succeeds.
+
+    For exports of many files: an interrupted one never looks like a complete one. `dest` must
+    not exist or be an empty folder (nothing is overwritten).
+
+    Raises:
+        ToolboxError: `dest` exists and is not an empty folder.
+    """
+    import shutil
+
+    from toolbox.errors import ToolboxError
+
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ToolboxError(f"export folder {dest} already exists and is not empty",
+                           "choose a new folder; tb never overwrites an export")
+    stage = staging_dir(dest.parent, f".{dest.name}.partial-")
+    try:
+        yield stage
+        if dest.exists():
+            dest.rmdir()
+        os.replace(stage, dest)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def is_file(path: str | Path) -> bool:
     """Whether `path` names an existing regular file; False for text no file can have.
 

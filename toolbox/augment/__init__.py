@@ -13,6 +13,7 @@ Nothing here imports imgaug until a pipeline is built, so importing the package 
 
 from __future__ import annotations
 
+from toolbox.augment._masks import augment_with_mask
 from toolbox.augment._pipeline import build_augmenter, build_pipeline, is_spec_file, load_spec
 from toolbox.augment._presets import DEFAULT_PRESET, PRESETS
 from toolbox.augment._registry import (
@@ -42,6 +43,7 @@ __all__ = [
     "SkippedFile",
     "Step",
     "augment_folder",
+    "augment_with_mask",
     "augmenter_names",
     "build_augmenter",
     "build_pipeline",

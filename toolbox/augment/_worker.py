@@ -14,11 +14,11 @@ import platform
 import shutil
 import signal
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolbox.augment._masks import augment_with_mask
 from toolbox.augment._spec import Pipeline
 from toolbox.fileio import atomic_path
 from toolbox.images import ImageReadError, read_image, read_mask, write_image
@@ -121,22 +121,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _augment(image: np.ndarray, mask: np.ndarray | None, seed: int
              ) -> tuple[np.ndarray, np.ndarray | None]:
-    augmenter = _WORKER["augmenter"]
-    augmenter.seed_(seed)
-    with warnings.catch_warnings():
-        # imgaug calls a few deprecated scikit-image/imageio APIs (PiecewiseAffine,
-        # JpegCompression); the warnings say nothing the user can act on, once per worker.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        if mask is None:
-            return augmenter(image=image), None
-        from imgaug.augmentables.segmaps import SegmentationMapsOnImage
-
-        segmap = SegmentationMapsOnImage(mask, shape=image.shape)
-        # One call, so the geometric transforms drawn for the image are applied to the mask;
-        # photometric augmenters leave segmentation maps untouched.
-        image_aug, segmap_aug = augmenter(image=image, segmentation_maps=segmap)
-        return image_aug, segmap_aug.get_arr()
+    return augment_with_mask(_WORKER["augmenter"], image, mask, seed)
 
 
 def _write_mask(dest: str, mask: np.ndarray) -> None:

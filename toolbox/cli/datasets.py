@@ -9,7 +9,7 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import JsonOpt, RootOpt
+from toolbox.cli.options import JsonOpt, RootOpt, SeedOpt
 
 app = typer.Typer(
     help="List and fetch data sets (verified downloads, resume, mirrors, offline import).",
@@ -70,7 +70,17 @@ def fetch_command(
         "--export-folder", help="Also write the data set as an ImageFolder tree of PNGs: "
         "DIR/train/<class>/..., DIR/test/<class>/...")] = None,
     export_max: Annotated[int | None, typer.Option(
-        "--export-max", min=1, help="Export only the first N images of each split.")] = None,
+        "--export-max", min=1, help="Export only the first N images of each split (with "
+        "--export-segmentation: N training canvases, N/4 validation).")] = None,
+    export_segmentation: Annotated[Path | None, typer.Option(
+        "--export-segmentation", help="Also write a segmentation set for `tb finetune --task "
+        "segment`: canvases holding 1 to 4 images at random places, masks = class + 1 "
+        "(MNIST family; 2,000 train and 500 val canvases by default).")] = None,
+    binary: Annotated[bool, typer.Option(
+        "--binary", help="With --export-segmentation: foreground/background masks.")] = False,
+    canvas_size: Annotated[int, typer.Option(
+        "--canvas-size", min=8, help="With --export-segmentation: canvas side in pixels.")] = 96,
+    seed: SeedOpt = None,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.01, help="Seconds without data before a download try fails.")] = 30.0,
     connect_timeout: Annotated[float, typer.Option(
@@ -95,17 +105,23 @@ def fetch_command(
       tb datasets fetch fashion-mnist --root ./data --from-dir ~/Downloads/fmnist
       tb datasets fetch mnist --root ./data --mirror https://example.org/mnist/
       tb datasets fetch mnist --root data --export-folder mnist-png --export-max 50
+      tb datasets fetch fashion-mnist --root data --export-segmentation fmnist-seg --binary
     """
     from toolbox.cli.progress import make_progress
     from toolbox.datasets import DownloadSettings, default_root, fetch_dataset, get_dataset
 
     get_dataset(name)  # unknown names fail before anything is touched
+    if (binary or canvas_size != 96) and export_segmentation is None:
+        raise typer.BadParameter("needs --export-segmentation DIR",
+                                 param_hint="--binary/--canvas-size")
     if from_dir is not None and not from_dir.is_dir():
         raise typer.BadParameter(f"no such folder: {from_dir}", param_hint="--from-dir")
     root = root or default_root()
     result = fetch_dataset(
         name=name, root=root, mirrors=mirror or [], from_archives=from_archive or [],
         from_dir=from_dir, export_folder=export_folder, export_max=export_max,
+        export_segmentation=export_segmentation, binary=binary, canvas_size=canvas_size,
+        seed=seed if seed is not None else 0,
         settings=DownloadSettings(connect_timeout=connect_timeout, read_timeout=timeout,
                                   retries=retries),
         progress=make_progress(not json_output))
@@ -123,8 +139,16 @@ def fetch_command(
     if result.export is not None:
         counts = ", ".join(f"{k} {v:,}" for k, v in result.export.counts.items())
         pairs.append(("exported", f"{result.export.dest} ({counts} PNGs)"))
+    seg = result.segmentation
+    if seg is not None:
+        counts = ", ".join(f"{k} {v:,}" for k, v in seg.counts.items())
+        pairs.append(("segmentation", f"{seg.dest} ({counts} {seg.size}x{seg.size} canvases, "
+                                      f"{len(seg.classes)} classes)"))
     render.show(render.key_values(None, pairs))
-    render.note(f"use it: tb finetune --dataset {result.name} --root {result.root}")
+    if seg is not None:
+        render.note(f"use it: tb finetune --task segment --data {seg.dest}")
+    else:
+        render.note(f"use it: tb finetune --dataset {result.name} --root {result.root}")
 
 
 def register(root_app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from toolbox.train import EpochRow, FinetuneResult, RunStart
+    from toolbox.train.segment import SegmentEpochRow, SegmentResult
 
 # Every default comes from the service's config, so the CLI and the Python API cannot drift.
 _D = FinetuneConfig()
@@ -64,18 +65,45 @@ def _show_start(start: RunStart, json_output: bool) -> None:
         render.stderr.print(_settings(start))
 
 
-def _show_epoch(row: EpochRow, topk: int) -> None:
+def _show_epoch(row: EpochRow | SegmentEpochRow, topk: int) -> None:
+    if hasattr(row, "val_miou"):
+        render.note(f"epoch {row.epoch}: train loss {row.train_loss:.3f} | val loss "
+                    f"{row.val_loss:.3f} mIoU {_pct(row.val_miou)} Dice {_pct(row.val_dice)} "
+                    f"pixel acc {_pct(row.val_pixel_acc)} | lr {row.lr:.2g} | "
+                    f"{row.images_per_s:.0f} img/s | {row.epoch_time_s:.1f}s")
+        return
     render.note(f"epoch {row.epoch}: train loss {row.train_loss:.3f} acc {_pct(row.train_acc1)}"
                 f" | val loss {row.val_loss:.3f} acc {_pct(row.val_acc1)} top-{topk} "
                 f"{_pct(row.val_acc5)} | lr {row.lr:.2g} | {row.images_per_s:.0f} img/s | "
                 f"{row.epoch_time_s:.1f}s")
 
 
+def _show_segment_result(result: SegmentResult) -> None:
+    columns = ["epoch", "train loss", "val loss", "pixel acc", "mIoU", "Dice", "lr", "img/s",
+               "time"]
+    rows = [(r.epoch, f"{r.train_loss:.3f}", f"{r.val_loss:.3f}", _pct(r.val_pixel_acc),
+             _pct(r.val_miou), _pct(r.val_dice), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
+             f"{r.epoch_time_s:.1f}s") for r in result.epochs]
+    table = render.table(None, columns, rows, right=columns)
+    table.show_edge = table.pad_edge = False
+    render.show(table)
+    per_class = [(name, _pct(iou), _pct(result.per_class_dice.get(name, float("nan"))))
+                 for name, iou in result.per_class_acc.items()]
+    render.show(render.table(None, ["class", "val IoU", "val Dice"], per_class,
+                             right=["val IoU", "val Dice"]))
+    render.stdout.print(f"val mIoU {_pct(result.best_val_miou)}, Dice "
+                        f"{_pct(result.best_val_dice)} (best epoch {result.best_epoch}, saved "
+                        f"as {result.model_file})")
+
+
 def _show_result(result: FinetuneResult) -> None:
-    topk = 5
     if result.start is not None:
         render.show(_settings(result.start))
-        topk = result.start.topk
+    if hasattr(result, "best_val_miou"):
+        _show_segment_result(result)
+        _show_run(result)
+        return
+    topk = result.start.topk if result.start is not None else 5
     columns = ["epoch", "train loss", "train acc", "val loss", "val acc", f"top-{topk}", "lr",
                "img/s", "time"]
     rows = [(r.epoch, f"{r.train_loss:.3f}", _pct(r.train_acc1), f"{r.val_loss:.3f}",
@@ -89,11 +117,19 @@ def _show_result(result: FinetuneResult) -> None:
                              right=["val accuracy"]))
     render.stdout.print(f"val accuracy {_pct(result.best_val_acc1)} (best epoch "
                         f"{result.best_epoch}, saved as {result.model_file})")
+    _show_run(result)
+
+
+def _show_run(result: FinetuneResult) -> None:
     render.stdout.print(f"run: {result.run_dir}")
     render.stdout.print(f"see it in TensorBoard: {result.tensorboard_command}")
 
 
 def finetune_command(
+    task: Annotated[str, typer.Option(
+        "--task", help="classify (one label an image) or segment (a label a pixel: "
+                       "DIR/train/images + DIR/train/masks).", rich_help_panel=_DATA)
+    ] = _D.task,
     data: Annotated[Path | None, typer.Option(
         "--data", help="ImageFolder tree DIR/<class>/<image>; DIR/train and DIR/val are used "
                        "when present, else --val-split.", rich_help_panel=_DATA)] = None,
@@ -122,16 +158,21 @@ def finetune_command(
         "--model", help="timm or torchvision name, as `tb models list` shows.",
         rich_help_panel=_MODEL)] = _D.model,
     pretrained: Annotated[bool, typer.Option(
-        "--pretrained/--no-pretrained", help="Start from the hub's pretrained weights (or its "
-                                             "cache); offline without a cache: random init.",
+        "--pretrained/--no-pretrained", help="Start from ImageNet weights: the hub cache, a "
+                                             "weight package (tf_efficientnet_lite0/1/2) or "
+                                             "the hub; none of them: random init.",
         rich_help_panel=_MODEL)] = _D.pretrained,
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Start from a local .safetensors/.pth (e.g. an earlier run's "
                           "model.safetensors); a head of another size is dropped.",
         rich_help_panel=_MODEL)] = None,
+    decoder: Annotated[str, typer.Option(
+        "--decoder", help="--task segment: fpn or unet over the model's features_only "
+                          "encoder.", rich_help_panel=_MODEL)] = _D.decoder,
     freeze: Annotated[bool, typer.Option(
-        "--freeze", help="Train only the new head; the backbone and its BatchNorm statistics "
-                         "stay fixed.", rich_help_panel=_MODEL)] = _D.freeze,
+        "--freeze", help="Train only the new head (the decoder when segmenting); the backbone "
+                         "and its BatchNorm statistics stay fixed.", rich_help_panel=_MODEL)
+    ] = _D.freeze,
     unfreeze_at: Annotated[int | None, typer.Option(
         "--unfreeze-at", help="With --freeze: train the backbone too from this epoch on.",
         rich_help_panel=_MODEL)] = None,
@@ -169,7 +210,8 @@ def finetune_command(
     gamma: Annotated[float, typer.Option(
         "--gamma", help="Decay factor of step, multistep and exponential.",
         rich_help_panel=_TRAIN)] = _D.gamma,
-    loss: Annotated[str, typer.Option("--loss", help="ce, focal, bce or dice.",
+    loss: Annotated[str, typer.Option("--loss", help="ce, focal, bce or dice; segment: ce, "
+                                                     "dice, ce+dice or focal.",
                                       rich_help_panel=_TRAIN)] = _D.loss,
     label_smoothing: Annotated[float, typer.Option(
         "--label-smoothing", help="Label smoothing for ce (and bce).",
@@ -212,6 +254,7 @@ def finetune_command(
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
+      tb finetune --task segment --data fmnist-seg/ --model resnet18 --loss dice --img-size 96
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError
@@ -225,6 +268,7 @@ def finetune_command(
                                  param_hint="--milestones") from None
     main_rank = is_main_process()
     given = dict(
+        task=task, decoder=decoder,
         # Absolute paths in args.yaml, so `--resume` works from any folder.
         data=str(data.resolve()) if data else None, dataset=dataset,
         root=str(root.resolve()) if root else None,
@@ -265,6 +309,7 @@ def finetune_command(
         data_out = render.to_jsonable(result)
         for row in data_out["epochs"]:
             row.pop("per_class", None)
+            row.pop("per_class_dice", None)
         render.print_json(data_out)
     else:
         _show_result(result)

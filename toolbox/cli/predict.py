@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -59,6 +60,9 @@ def predict(
     workers: LoaderWorkersOpt = None,
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the predictions to this CSV file (atomically).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Segmentation runs: folder for the palette mask PNGs and overlays.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images with a trained model: top-k classes and probabilities per file.
@@ -68,24 +72,32 @@ def predict(
     Files that cannot be read are reported and skipped; the exit code is 1 only
     when not a single image could be predicted.
 
+    A segmentation run (`tb finetune --task segment`) writes OUT/<name>.png (class
+    indices as a palette PNG at the image's size) and OUT/<name>.overlay.png.
+
     Examples:
       tb predict photos/ --run runs/my-run
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
       tb predict cat.jpg --model tf_efficientnet_lite0
       tb predict photos/ --checkpoint runs/my-run/model.onnx
+      tb predict scans/ --run runs/my-segmenter --out masks/
     """
     from toolbox.cli.progress import make_progress
-    from toolbox.inference import NothingPredicted, predict_images
+    from toolbox.inference import predict_images
+    from toolbox.segment.inference import is_segmentation_model
 
     _model_source(run, checkpoint, model, takes_model=True)
-    try:
-        result = predict_images(images, run=run, checkpoint=checkpoint, model=model, topk=topk,
-                                batch_size=batch_size, device=device, amp=amp, workers=workers,
-                                csv_path=csv_file, progress=make_progress(not json_out))
-    except NothingPredicted as exc:
-        _warn_skipped(exc.result.skipped)
-        raise
-    _warn_skipped(result.skipped)
+    if model is None and is_segmentation_model(run=run, checkpoint=checkpoint):
+        _predict_masks(images, run, checkpoint, out, batch_size, device, amp, csv_file,
+                       json_out)
+        return
+    if out is not None:
+        raise typer.BadParameter("only segmentation runs write files to --out; use --csv",
+                                 param_hint="--out")
+    result = _warning_skipped(lambda: predict_images(
+        images, run=run, checkpoint=checkpoint, model=model, topk=topk, batch_size=batch_size,
+        device=device, amp=amp, workers=workers, csv_path=csv_file,
+        progress=make_progress(not json_out)))
     if json_out:
         render.print_json({"model": result.model, "model_file": result.model_file,
                            "device": result.device,
@@ -96,6 +108,51 @@ def predict(
                 f"{result.device} ({result.images_per_s:.1f} images/s)")
     if csv_file is not None:
         render.note(f"wrote {csv_file}")
+
+
+def _predict_masks(images: list[str], run: Path | None, checkpoint: Path | None,
+                   out: Path | None, batch_size: int, device: str, amp: bool,
+                   csv_file: Path | None, json_out: bool) -> None:
+    from toolbox.cli.progress import make_progress
+    from toolbox.segment.inference import predict_masks
+
+    if out is None:
+        raise typer.BadParameter("a segmentation run writes mask PNGs: give --out DIR",
+                                 param_hint="--out")
+    for flag, given in (("--amp", amp), ("--csv", csv_file is not None)):
+        if given:
+            raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
+    result = _warning_skipped(lambda: predict_masks(
+        images, out=out, run=run, checkpoint=checkpoint, batch_size=batch_size, device=device,
+        progress=make_progress(not json_out)))
+    if json_out:
+        render.print_json({"model_file": result.model_file, "device": result.device,
+                           "out": result.out, "predictions": result.predictions,
+                           "skipped": result.skipped})
+        return
+    rows = [(p.file, p.mask, f"{p.size[1]}x{p.size[0]}",
+             ", ".join(f"{name} {share:.0%}" for name, share in
+                       sorted(p.class_fractions.items(), key=lambda kv: -kv[1])))
+            for p in result.predictions]
+    render.show(render.table(f"Masks ({result.model_file})", ["file", "mask", "size", "classes"],
+                             rows))
+    render.note(f"{len(result.predictions)} segmented, {len(result.skipped)} skipped on "
+                f"{result.device} ({result.images_per_s:.1f} images/s); masks and overlays in "
+                f"{result.out}")
+
+
+def _warning_skipped(predict_call: Callable[[], Any]) -> Any:
+    """Run a prediction service and warn about the inputs it skipped, also when it fails
+    because it skipped them all."""
+    from toolbox.inference import NothingPredicted
+
+    try:
+        result = predict_call()
+    except NothingPredicted as exc:
+        _warn_skipped(exc.result.skipped)
+        raise
+    _warn_skipped(result.skipped)
+    return result
 
 
 def _warn_skipped(skipped: list[Skipped]) -> None:
@@ -159,10 +216,21 @@ def evaluate(
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service
     from toolbox.inference.evaluate import result_dict
+    from toolbox.segment.inference import is_segmentation_model
 
     _model_source(run, checkpoint)
     if (data is None) == (dataset is None):
         raise typer.BadParameter("give --data DIR, or --dataset NAME --root DIR")
+    if is_segmentation_model(run=run, checkpoint=checkpoint):
+        if data is None:
+            raise typer.BadParameter("a segmentation run is evaluated on --data DIR "
+                                     "(images/ and masks/)", param_hint="--dataset")
+        for flag, given in (("--amp", amp), ("--max", max_samples is not None),
+                            ("--tensorboard", tensorboard is not None)):
+            if given:
+                raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
+        _evaluate_masks(run, checkpoint, data, split, batch_size, device, out, json_out)
+        return
     result = evaluate_service(
         run=run, checkpoint=checkpoint, data=data, dataset=dataset, root=root, split=split,
         batch_size=batch_size, device=device, amp=amp, workers=workers, out=out,
@@ -176,6 +244,36 @@ def evaluate(
         render.print_json(result_dict(result))
         return
     _show_evaluation(result)
+
+
+def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split: str | None,
+                    batch_size: int, device: str, out: Path | None, json_out: bool) -> None:
+    from toolbox.cli.progress import make_progress
+    from toolbox.segment.inference import evaluate_masks
+
+    result = evaluate_masks(data=data, run=run, checkpoint=checkpoint, split=split,
+                            batch_size=batch_size, device=device, out=out,
+                            progress=make_progress(not json_out))
+    _warn_skipped(result.skipped)
+    if json_out:
+        render.print_json(result)
+        return
+    render.show(render.table(
+        f"Per class ({result.data})", ["class", "IoU", "Dice", "pixels"],
+        [(c.name, _percent(c.iou), _percent(c.dice), f"{c.pixels:,}") for c in result.classes],
+        right=["IoU", "Dice", "pixels"]))
+    render.show(render.key_values("Evaluation", [
+        ("model", result.model_file),
+        ("data", f"{result.data}: {result.images} images"
+                 + (f", {len(result.skipped)} skipped" if result.skipped else "")),
+        ("mIoU", _percent(result.miou)),
+        ("Dice (foreground classes)", _percent(result.mean_dice)),
+        ("pixel accuracy", _percent(result.pixel_acc)),
+        ("confusion matrix", result.confusion_png),
+        ("metrics", result.metrics_json),
+        ("speed", f"{result.images / max(result.seconds, 1e-9):.1f} images/s on "
+                  f"{result.device}"),
+    ]))
 
 
 def _show_evaluation(result: EvalResult) -> None:

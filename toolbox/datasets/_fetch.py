@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolbox.datasets._download import (
     ChecksumError,
@@ -31,9 +32,12 @@ from toolbox.datasets._verify import (
     write_manifest,
 )
 from toolbox.errors import ToolboxError, UsageError
-from toolbox.fileio import atomic_path, staging_dir
+from toolbox.fileio import atomic_folder, atomic_path, staging_dir
 from toolbox.images import write_image
 from toolbox.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from toolbox.segment.canvas import CanvasExport
 
 MIRROR_ENV = "TB_DATASETS_MIRROR"
 
@@ -77,6 +81,7 @@ class FetchResult:
     classes: int
     seconds: float
     export: ExportResult | None = None
+    segmentation: CanvasExport | None = None
 
 
 def mirror_urls(info: DatasetInfo, filename: str, mirrors: Sequence[str] = ()) -> list[str]:
@@ -319,18 +324,13 @@ def export_image_folder(*, name: str, root: Path, dest: Path, max_per_split: int
     """
     progress = progress or NullProgress()
     dest = Path(dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise ToolboxError(f"export folder {dest} already exists and is not empty",
-                           "choose a new folder; tb never overwrites an export")
     opened = {split: open_dataset(name, root, split) for split in SPLITS}
     classes = opened["train"].classes
     folders = [_folder_name(c) for c in classes]
     if len(set(folders)) != len(folders):
         folders = [f"{i:03d}_{f}" for i, f in enumerate(folders)]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = staging_dir(dest.parent, f".{dest.name}.partial-")
     counts = {}
-    try:
+    with atomic_folder(dest) as stage:
         for split, ds in opened.items():
             total = len(ds) if max_per_split is None else min(len(ds), max_per_split)
             progress.start(f"export {name} {split}", total, unit="images")
@@ -340,12 +340,6 @@ def export_image_folder(*, name: str, root: Path, dest: Path, max_per_split: int
                 progress.advance()
             progress.finish()
             counts[split] = total
-        if dest.exists():
-            dest.rmdir()
-        os.replace(stage, dest)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return ExportResult(dest, folders, counts)
 
 
@@ -397,6 +391,8 @@ def _adopt_torchvision_downloads(info: DatasetInfo, root: Path, todo: list[Remot
 def fetch_dataset(*, name: str, root: Path, mirrors: Sequence[str] = (),
                   from_archives: Sequence[Path] = (), from_dir: Path | None = None,
                   export_folder: Path | None = None, export_max: int | None = None,
+                  export_segmentation: Path | None = None, binary: bool = False,
+                  canvas_size: int = 96, seed: int = 0,
                   settings: DownloadSettings | None = None,
                   progress: Progress | None = None) -> FetchResult:
     """Make data set `name` present and verified under `root`, then prove torchvision loads it.
@@ -448,5 +444,38 @@ def fetch_dataset(*, name: str, root: Path, mirrors: Sequence[str] = (),
     if export_folder is not None:
         export = export_image_folder(name=name, root=root, dest=export_folder,
                                      max_per_split=export_max, progress=progress)
+    segmentation = None
+    if export_segmentation is not None:
+        segmentation = export_segmentation_canvases(
+            info, root, export_segmentation, count=export_max, binary=binary, size=canvas_size,
+            seed=seed, progress=progress)
     return FetchResult(info.name, root, state, reports, splits, classes,
-                       time.monotonic() - t0, export)
+                       time.monotonic() - t0, export, segmentation)
+
+
+SEGMENTATION_TRAIN, SEGMENTATION_VAL = 2000, 500  # default canvases per split
+
+
+def export_segmentation_canvases(info: DatasetInfo, root: Path, dest: Path, *,
+                                 count: int | None, binary: bool, size: int, seed: int,
+                                 progress: Progress) -> CanvasExport:
+    """`--export-segmentation`: canvases of the train images as train/, of the test images as
+    val/ (`count` training canvases, a quarter as many for validation; default 2,000 and 500).
+
+    Raises:
+        ToolboxError: a data set whose images are not objects on black (not the MNIST family).
+    """
+    from toolbox.segment.canvas import export_canvases
+
+    if info.loader != "mnist":
+        raise UsageError(f"--export-segmentation needs objects on a black background; "
+                           f"{info.name} is not of the MNIST family",
+                           "use fashion-mnist, mnist or kmnist")
+    train_count = count or SEGMENTATION_TRAIN
+    counts = {"train": train_count,
+              "val": max(1, train_count // 4) if count else SEGMENTATION_VAL}
+    sources = {"train": open_dataset(info.name, root, "train"),
+               "val": open_dataset(info.name, root, "test")}
+    return export_canvases(splits=sources, classes=sources["train"].classes, dest=dest,
+                           counts=counts, size=size, binary=binary, seed=seed,
+                           progress=progress)

@@ -159,7 +159,7 @@ def _subset(source: _Labelled, count: int) -> _Labelled:
                    lambda i: source.describe(picks[i]), source.renamed, source.not_images)
 
 
-def _safe_tag(text: str) -> str:
+def safe_tag(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
 
 
@@ -210,7 +210,7 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
     # Scores of other weights than the run's best (e.g. checkpoints/last.pt) get their own tag,
     # so their files and TensorBoard tags do not overwrite the best weights' ones.
     suffix = "" if loaded.model_file.name == runs.MODEL_FILE else f"-{loaded.model_file.stem}"
-    tag = _safe_tag(source.tag + suffix)
+    tag = safe_tag(source.tag + suffix)
     counter = ConfusionCounter(len(names), k=5)
     skipped: list[Skipped] = list(source.not_images)
     labels = source.labels

@@ -4,6 +4,7 @@ writes, the registry index behind `tb models list`, `tb models info` facts and `
 
 from toolbox.models._checkpoint import (
     ModelMeta,
+    build_from_meta,
     load_model_file,
     load_state_dict,
     read_meta,
@@ -27,6 +28,7 @@ from toolbox.models._macs import count_macs
 from toolbox.models._packaged import PACKAGED, PackagedWeights, package_file
 from toolbox.models._pretrained import data_config, pretrained_classifier
 from toolbox.models._registry import load_index
+from toolbox.models._segmenter import DECODER, DECODERS, create_segmenter
 from toolbox.models._sources import ModelFromSpec, load_for_summary, load_user_model
 from toolbox.models._summary import (
     DEFAULT_COLUMNS,
@@ -37,6 +39,8 @@ from toolbox.models._summary import (
 )
 
 __all__ = [
+    "DECODER",
+    "DECODERS",
     "DEFAULT_COLUMNS",
     "PACKAGED",
     "TORCHINFO_COLUMNS",
@@ -50,9 +54,11 @@ __all__ = [
     "PackagedWeights",
     "PretrainedWeightsUnavailable",
     "WeightsSource",
+    "build_from_meta",
     "classifier_name",
     "count_macs",
     "create_model",
+    "create_segmenter",
     "data_config",
     "list_models",
     "load_for_summary",

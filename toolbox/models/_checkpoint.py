@@ -37,6 +37,8 @@ class ModelMeta:
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    task: str = "classify"  # or "segment": per-pixel logits at the input size
+    decoder: str | None = None  # segmentation decoder (fpn, unet) over a features_only encoder
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (safe for JSON and for `weights_only` checkpoints)."""
@@ -192,15 +194,27 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_model_file(path: str | Path) -> tuple[nn.Module, ModelMeta]:
-    """Rebuild the model a `tb` model file describes and load its weights (on the CPU)."""
+def build_from_meta(meta: ModelMeta, pretrained: bool = False) -> nn.Module:
+    """The architecture `meta` describes (a classifier or an encoder-decoder segmenter)."""
+    if meta.task == "segment":
+        from toolbox.models._segmenter import create_segmenter
+
+        return create_segmenter(meta.model, num_classes=meta.num_classes,
+                                decoder=meta.decoder or "fpn", pretrained=pretrained,
+                                **meta.model_kwargs)
     from toolbox.models._factory import create_model
 
+    return create_model(meta.model, num_classes=meta.num_classes, pretrained=pretrained,
+                        **meta.model_kwargs)
+
+
+def load_model_file(path: str | Path) -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the model a `tb` model file describes and load its weights (on the CPU)."""
     path = Path(path)
     meta = read_meta(path)
     if meta is None:
         raise _bad_file(path, "it has no tb metadata (architecture and classes)")
-    model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_kwargs)
+    model = build_from_meta(meta)
     state = load_state_dict(path)
     try:
         model.load_state_dict(state, strict=True)

@@ -78,8 +78,9 @@ class TrainState:
     classes: list[str]
     epoch: int = 0  # completed epochs
     history: list[EpochRow] = field(default_factory=list)
-    best_acc1: float = -1.0
+    best_acc1: float = -1.0  # the best epoch's score: top-1, or mIoU when segmenting
     best_epoch: int = 0
+    row_type: type = EpochRow  # the task's epoch row (segmentation has its own)
 
     def to_dict(self, interrupted: bool = False) -> dict[str, Any]:
         return {
@@ -108,7 +109,7 @@ class TrainState:
         if self.device.type == "cuda" and isinstance(saved.get("cuda_rng"), torch.Tensor):
             torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
         self.epoch = int(saved["epoch"])
-        self.history = [EpochRow(**row) for row in saved.get("history", [])]
+        self.history = [self.row_type(**row) for row in saved.get("history", [])]
         self.best_acc1 = float(saved.get("best_acc1", -1.0))
         self.best_epoch = int(saved.get("best_epoch", 0))
 

@@ -9,6 +9,7 @@ from typing import Any
 from toolbox.errors import UsageError, unknown_name
 
 AMP_DTYPES = ("auto", "fp16", "bf16")
+TASKS = {"classify": "one label an image", "segment": "one label a pixel (image/mask pairs)"}
 DEFAULT_MODEL = "tf_efficientnet_lite0"  # ImageNet weights ship in a package: works offline
 DEMO_IMG_SIZE = 64  # the demo digits (8x8) are upscaled to this; measured, see README "Defaults"
 
@@ -22,6 +23,7 @@ DEFAULT_LR = {"frozen": 3e-2, "partly frozen": 1e-2, "full": 1e-3}
 class FinetuneConfig:
     """Every knob of `tb finetune`; the CLI builds one from its options."""
 
+    task: str = "classify"  # or "segment": image/mask pairs, encoder-decoder model
     # data
     data: str | None = None  # ImageFolder tree (with train/ and val/, or split)
     dataset: str | None = None  # a data set fetched by `tb datasets fetch`
@@ -34,6 +36,7 @@ class FinetuneConfig:
     model: str = DEFAULT_MODEL
     pretrained: bool = True
     weights: str | None = None
+    decoder: str = "fpn"  # segmentation decoder over the model's features (fpn, unet)
     freeze: bool = False
     unfreeze_at: int | None = None
     backbone_lr_scale: float = 0.1
@@ -110,9 +113,28 @@ class FinetuneConfig:
         from toolbox.losses import LOSSES
         from toolbox.train.optim import OPTIMIZERS, SCHEDULERS
 
+        if self.task not in TASKS:
+            raise unknown_name("task", self.task, TASKS, f"choose one of {', '.join(TASKS)}",
+                               param="--task")
+        losses: dict = LOSSES
+        if self.task == "segment":
+            from toolbox.models import DECODERS
+            from toolbox.segment import SEGMENT_LOSSES
+
+            losses = SEGMENT_LOSSES
+            if self.decoder not in DECODERS:
+                raise unknown_name("decoder", self.decoder, DECODERS,
+                                   f"choose one of {', '.join(DECODERS)}", param="--decoder")
+            if self.data is None:
+                raise UsageError("--task segment needs --data DIR",
+                                 "DIR/train/images/* with DIR/train/masks/<same name>.png; "
+                                 "make one with `tb datasets fetch fashion-mnist "
+                                 "--export-segmentation DIR`")
+            if self.label_smoothing:
+                raise UsageError("--label-smoothing does not apply to --task segment")
         for kind, flag, value, table in (("optimizer", "--opt", self.opt, OPTIMIZERS),
                                          ("scheduler", "--sched", self.sched, SCHEDULERS),
-                                         ("loss", "--loss", self.loss, LOSSES),
+                                         ("loss", "--loss", self.loss, losses),
                                          ("mixed precision dtype", "--amp-dtype",
                                           self.amp_dtype, AMP_DTYPES)):
             if value not in table:

@@ -438,7 +438,8 @@ class BatchLoader:
     def __init__(self, images: PreparedImages, *, batch_size: int, shuffle: bool, seed: int,
                  workers: int, rank: int = 0, world_size: int = 1, length: int | None = None,
                  augment: str | None = None, drop_last: bool = False,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None
+                 ) -> None:
         self.images = images
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -449,8 +450,9 @@ class BatchLoader:
         self.loader = None
         self.sampler: _EpochSampler | None = None
         if augment or not images.complete:
-            dataset = (AugmentedDataset(images, augment, seed, rank, world_size) if augment
-                       else _StreamDataset(images))
+            if dataset is None:
+                dataset = (AugmentedDataset(images, augment, seed, rank, world_size) if augment
+                           else _StreamDataset(images))
             self.sampler = _EpochSampler()
             every_epoch = bool(augment) or images.tensor is None
             self.loader = torch.utils.data.DataLoader(

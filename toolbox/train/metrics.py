@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +71,11 @@ class MeterResult:
     per_class: list[float] = field(default_factory=list)
 
 
-def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+def write_metrics_csv(path: Path, rows: list[dict], columns: Sequence[str] = CSV_COLUMNS
+                      ) -> None:
     """Rewrite metrics.csv atomically from the run's history (one row an epoch)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

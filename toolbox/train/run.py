@@ -88,7 +88,10 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
             if ctx.is_main:
                 _check_out(run_dir)
         config.out = str(run_dir)
-        return Trainer(config, ctx, device, run_dir, state, resumed_from, progress,
+        trainer: type[Trainer] = Trainer
+        if config.task == "segment":
+            from toolbox.train.segment import SegmentTrainer as trainer
+        return trainer(config, ctx, device, run_dir, state, resumed_from, progress,
                        on_start, on_epoch, lr_note).run()
     finally:
         ctx.close()

@@ -115,29 +115,70 @@ class Trainer:
         self.on_start, self.on_epoch = on_start, on_epoch
         self.saver = CheckpointSaver(run_dir, cfg.channels_last)
 
-    def _setup(self) -> RunStart:
-        cfg, ctx, saved = self.cfg, self.ctx, self.saved
+    # -- what a task decides (classification here; `train.segment` overrides these) -----
+    row_type: type = EpochRow
+
+    def _prepare(self) -> tuple[Any, TrainableModel, ModelMeta, Any]:
+        """(splits, model, meta, run data): the data found, the model built, the images
+        decoded (or ready to be) with the loaders over them."""
+        cfg, ctx = self.cfg, self.ctx
         splits = data_mod.load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
                                       val_split=cfg.val_split, seed=cfg.seed)
         if cfg.img_size is None and splits.default_img_size:
             cfg.img_size = splits.default_img_size
-        built, meta = _model_for_run(cfg, splits.classes, saved, self.resumed_from, self.device)
-        self.model, self.head = built.model, built.head
-        self.loss_fn = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing,
-                                  focal_gamma=cfg.focal_gamma).to(self.device)
-        self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
-        self.data = data_mod.prepare_run_data(
+        built, meta = _model_for_run(cfg, splits.classes, self.saved, self.resumed_from,
+                                     self.device)
+        data = data_mod.prepare_run_data(
             splits, meta, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache,
             workers=cfg.workers if cfg.workers is not None else default_workers(cap=8),
             augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
             pin_memory=self.device.type == "cuda", progress=self.progress)
+        return splits, built, meta, data
+
+    def _loss(self) -> nn.Module:
+        return build_loss(self.cfg.loss, label_smoothing=self.cfg.label_smoothing,
+                          focal_gamma=self.cfg.focal_gamma)
+
+    def _meter(self) -> Any:
+        return Meter(len(self.state.classes), self.device)
+
+    def _row(self, epoch: int, train: Any, val: Any, **common: Any) -> EpochRow:
+        """The epoch's row from its reduced meters (`common`: lr, speed, time, frozen)."""
+        return EpochRow(epoch=epoch, train_loss=train.loss, train_acc1=train.acc1,
+                        val_loss=val.loss, val_acc1=val.acc1, val_acc5=val.acck,
+                        per_class=val.per_class, **common)
+
+    def _score(self, row: Any) -> float:
+        """The figure that picks the best epoch (higher is better)."""
+        return row.val_acc1
+
+    def _write_metrics(self) -> None:
+        write_metrics_csv(self.run_dir / runs.METRICS_FILE,
+                          [row_dict(r) for r in self.state.history])
+
+    def _log_epoch(self, log: RunLog, row: Any, lrs: dict[str, float]) -> None:
+        log.epoch(row, lrs)
+
+    def _result(self, start: RunStart) -> FinetuneResult:
+        state = self.state
+        return FinetuneResult.of(self.run_dir, state.history, state.best_epoch, state.best_acc1,
+                                 state.classes, float(self.cfg.lr), self.resumed_from, start)
+
+    # -- set-up and the loop ----------------------------------------------------------
+    def _setup(self) -> RunStart:
+        cfg, saved = self.cfg, self.saved
+        splits, built, meta, self.data = self._prepare()
+        self.model, self.head = built.model, built.head
+        self.loss_fn = self._loss().to(self.device)
+        self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
         optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
             backbone_lr_scale=cfg.backbone_lr_scale if cfg.unfreeze_at is not None else 1.0)
         steps = math.ceil(self.data.loader.num_batches() / cfg.grad_accum)
         self.state = TrainState(self.model, optimizer, LrSchedule(optimizer, cfg, steps),
-                                self.amp.scaler, self.device, cfg, meta, splits.classes)
+                                self.amp.scaler, self.device, cfg, meta, splits.classes,
+                                row_type=self.row_type)
         torch.manual_seed(cfg.seed + 1)  # dropout and friends, independent of the model init
         if saved is not None:
             self.state.restore(saved)
@@ -192,8 +233,7 @@ class Trainer:
                                     "lower --lr, add --clip-grad, or try --amp-dtype bf16"
                                     ) from None
             log.hparams(cfg, state.best_acc1, state.epoch)
-        return FinetuneResult.of(self.run_dir, state.history, state.best_epoch, state.best_acc1,
-                                 state.classes, float(cfg.lr), self.resumed_from, start)
+        return self._result(start)
 
     def _one_epoch(self, log: RunLog, batches: Any = None) -> None:
         cfg, ctx, state, data = self.cfg, self.ctx, self.state, self.data
@@ -206,7 +246,7 @@ class Trainer:
             self.progress.note(f"epoch {epoch}: backbone unfrozen (lr x{cfg.backbone_lr_scale:g})")
             self._wrap()
         train_mode(self.model, self.head)
-        meter = Meter(len(state.classes), self.device)
+        meter = self._meter()
         grid = ((lambda batch: log.grid(batch, epoch)) if log.writer is not None and epoch == 1
                 else None)
         lrs = current_lrs(state.optimizer)
@@ -222,31 +262,27 @@ class Trainer:
             all_finite=ctx.all_finite if ctx.enabled else None)
         train = meter.reduce(ctx)
         throughput = ctx.all_reduce_sum([stats.images, stats.seconds])
-        val_meter = Meter(len(state.classes), self.device)
+        val_meter = self._meter()
         ctx.sync_buffers(self.model)  # every rank validates the model rank 0 saves
         validate(self.model, data.val_loader, loss_fn=self.loss_fn, meta=state.meta,
                  device=self.device, meter=val_meter, channels_last=cfg.channels_last)
         val = val_meter.reduce(ctx)
         state.schedule.step_epoch(epoch, val.loss)
         seconds = float(throughput[1]) / ctx.world_size
-        row = EpochRow(epoch=epoch, train_loss=train.loss, train_acc1=train.acc1,
-                       val_loss=val.loss, val_acc1=val.acc1, val_acc5=val.acck,
-                       lr=lrs.get("head", next(iter(lrs.values()))),
-                       images_per_s=float(throughput[0]) / max(seconds, 1e-9),
-                       epoch_time_s=time.perf_counter() - t0, frozen=frozen,
-                       per_class=val.per_class)
+        row = self._row(epoch, train, val, lr=lrs.get("head", next(iter(lrs.values()))),
+                        images_per_s=float(throughput[0]) / max(seconds, 1e-9),
+                        epoch_time_s=time.perf_counter() - t0, frozen=frozen)
         if not (math.isfinite(val.loss) and math.isfinite(train.loss)):
             raise NonFiniteLoss(f"the validation loss became {val.loss} at epoch {epoch}")
         state.history.append(row)
         state.epoch = epoch
-        improved = val.acc1 > state.best_acc1
+        improved = self._score(row) > state.best_acc1
         if improved:
-            state.best_acc1, state.best_epoch = val.acc1, epoch
+            state.best_acc1, state.best_epoch = self._score(row), epoch
         if ctx.is_main:
             self.saver.save_epoch(state, improved)
-            write_metrics_csv(self.run_dir / runs.METRICS_FILE,
-                              [row_dict(r) for r in state.history])
-            log.epoch(row, lrs)
+            self._write_metrics()
+            self._log_epoch(log, row, lrs)
             if self.on_epoch is not None:
                 self.on_epoch(row)
         ctx.barrier()
