@@ -75,3 +75,9 @@ def test_args_yaml_replays_the_run_exactly(invoke, digits, tmp_path):
     result = invoke("finetune", "--config", first / "args.yaml", "--print-config")
     assert result.exit_code == 0 and yaml.safe_load(result.stdout)["out"] is None
     assert "already holds a run" in result.stderr
+
+
+def test_amp_dtype_without_amp_is_refused(invoke):
+    result = invoke("finetune", *TINY, "--amp-dtype", "bf16", "--print-config")
+    assert result.exit_code == 2
+    assert "--amp-dtype bf16 has no effect without --amp" in _flat(result.stderr)

@@ -140,6 +140,9 @@ class FinetuneConfig:
             if value not in table:
                 raise unknown_name(kind, value, table, f"choose one of {', '.join(table)}",
                                    param=flag)
+        if self.amp_dtype != "auto" and not self.amp:  # it would be ignored without a word
+            raise UsageError(f"--amp-dtype {self.amp_dtype} has no effect without --amp",
+                             "add --amp, or drop --amp-dtype", param="--amp-dtype")
         if self.unfreeze_at is not None:
             if not self.freeze:
                 raise UsageError("--unfreeze-at needs --freeze",
