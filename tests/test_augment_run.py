@@ -273,7 +273,7 @@ def test_masks_follow_rotations_and_keep_class_ids(tmp_path):
     # Deterministic per (seed, path, copy): the masks match a direct imgaug call.
     from imgaug.augmentables.segmaps import SegmentationMapsOnImage
 
-    from toolbox.augment._run import derive_seed
+    from toolbox.augment._worker import derive_seed
 
     seq = build_augmenter(str(Path(__file__).parent.parent / "examples" / "pipelines"
                               / "segmentation.yaml"))
@@ -331,7 +331,7 @@ def test_cli_table_and_real_tb_subprocess(src, tmp_path, invoke, tb_subprocess):
 
 
 def test_interrupted_run_leaves_no_partial_files_and_resumes(src, tmp_path, monkeypatch):
-    import toolbox.augment._run as run
+    import toolbox.augment._worker as run
     from toolbox.fileio import atomic_path
 
     real_write = run.write_image

@@ -28,6 +28,11 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / which
 
 
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether `run_dir` already holds a run (a checkpoint or a model file)."""
+    return checkpoint_path(run_dir).is_file() or (Path(run_dir) / MODEL_FILE).is_file()
+
+
 def find_model_file(run_or_file: str | Path) -> Path:
     """The model file to use for a run folder (best weights first) or the file itself."""
     path = Path(run_or_file)

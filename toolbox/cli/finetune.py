@@ -25,6 +25,9 @@ _DATA = "Data"
 _MODEL = "Model"
 _TRAIN = "Training"
 _OUT = "Outputs"
+# Command parameters that are not run settings, and parameters whose setting has another name.
+_NOT_SETTINGS = ("ctx", "config_file", "print_config", "resume", "json_output")
+_SETTING_OF = {"compile_model": "compile"}
 _LR_DEFAULTS = ", ".join(f"{lr:g} {mode}" for mode, lr in DEFAULT_LR.items())
 
 
@@ -126,6 +129,13 @@ def _show_run(result: FinetuneResult) -> None:
 
 
 def finetune_command(
+    ctx: typer.Context,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="Settings from a YAML file (a run's args.yaml replays that run); "
+                         "flags given here win.", rich_help_panel=_OUT)] = None,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the resolved settings as YAML and exit.",
+        rich_help_panel=_OUT)] = False,
     task: Annotated[str, typer.Option(
         "--task", help="classify (one label an image) or segment (a label a pixel: "
                        "DIR/train/images + DIR/train/masks).", rich_help_panel=_DATA)
@@ -254,11 +264,19 @@ def finetune_command(
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
+      tb finetune --config runs/20260101-120000-tf_efficientnet_lite0/args.yaml --lr 3e-4
       tb finetune --task segment --data fmnist-seg/ --model resnet18 --loss dice --img-size 96
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError
-    from toolbox.train import ResumeOverrides, finetune, is_main_process
+    from toolbox.train import (
+        ResumeOverrides,
+        config_yaml,
+        finetune,
+        is_main_process,
+        read_config_file,
+        resolve_config,
+    )
 
     try:
         milestone_list = [int(m) for m in milestones.split(",") if m.strip()] if milestones \
@@ -282,9 +300,26 @@ def finetune_command(
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
         out=str(out) if out else None)
+    # Only flags typed on the command line (or set in the environment) override a config file;
+    # Typer's parameter source tells them from defaults.
+    typed = {_SETTING_OF.get(name, name) for name in ctx.params
+             if name not in _NOT_SETTINGS
+             and ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+    if resume is not None and config_file is not None:
+        raise UsageError("--config starts a new run; --resume continues one with its own "
+                         "settings", "drop one of them")
+    file_values = read_config_file(config_file) if config_file is not None else {}
     # An option left unset (None) takes the config's default (--epochs and --seed have none
     # of their own, since with --resume "unset" means "keep the run's").
-    config = FinetuneConfig(**{k: v for k, v in given.items() if v is not None})
+    config, notes = resolve_config(file_values, {k: v for k, v in given.items()
+                                                 if v is not None}, typed)
+    for line in notes:
+        render.note(line)
+    if print_config:
+        config.validate()
+        config.resolve_lr()  # printed as the run will use it
+        render.print_text(config_yaml(config))
+        return
     if resume is not None and (data or dataset or weights):
         raise UsageError("--resume continues a run with its own data and weights",
                          "drop --data/--dataset/--weights, or start a new run")

@@ -29,6 +29,12 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def print_text(text: str) -> None:
+    """Plain text on stdout exactly as given (YAML, say): no markup, wrapping or colour."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
           caption: str | None = None, right: Iterable[str] = (), wrap: Iterable[str] = ()
           ) -> Table:

@@ -17,6 +17,7 @@ from toolbox.images import ImageReadError
 from toolbox.progress import Progress
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from toolbox.models import ModelMeta
@@ -77,15 +78,37 @@ def _folder_images(folder: Path, count: int) -> tuple[str, list[np.ndarray]]:
 def _run_val_images(run_dir: Path, count: int) -> tuple[str, list[np.ndarray]]:
     import yaml
 
+    from toolbox.images import read_image
     from toolbox.train import FinetuneConfig
-    from toolbox.train.data import load_splits
 
     config = FinetuneConfig.from_dict(yaml.safe_load((run_dir / runs.ARGS_FILE).read_text())
                                       or {})
+    if config.task == "segment":
+        from toolbox.segment import load_segment_splits
+
+        pairs = load_segment_splits(data=config.data, val_split=config.val_split,
+                                    seed=config.seed)
+        images = _read_all(lambda i: read_image(pairs.val[i].image),
+                           _spread(len(pairs.val), count))
+        return f"validation images of the run: {pairs.description}", images
+    from toolbox.train.data import load_splits
+
     splits = load_splits(data=config.data, dataset=config.dataset, root=config.root,
                          val_split=config.val_split, seed=config.seed)
     images = _read_all(splits.val.load, _spread(len(splits.val), count))
     return f"validation data of the run: {splits.description}", images
+
+
+def input_geometry(meta: ModelMeta) -> Callable[[np.ndarray, ModelMeta], torch.Tensor]:
+    """How the run brings an image to its input size (uint8 CHW): classifiers resize and
+    centre-crop, segmenters resize the whole frame (every pixel has a label)."""
+    if meta.task == "segment":
+        from toolbox.segment import resize_pair
+
+        return lambda image, m: resize_pair(image, None, m)[0]
+    from toolbox.preprocess import resize_crop_uint8
+
+    return resize_crop_uint8
 
 
 def check_images(*, run_dir: Path | None, check_data: Path | None, count: int
@@ -121,19 +144,19 @@ def compare(model: nn.Module, meta: ModelMeta, run_export: Callable[[np.ndarray]
     """
     import torch
 
-    from toolbox.preprocess import normalize_uint8, resize_crop_uint8
+    from toolbox.preprocess import normalize_uint8
 
     _, height, width = meta.input_size
     rgb = dataclasses.replace(meta, input_size=(3, height, width))
+    geometry = input_geometry(meta)
     agree = total = 0
     worst = 0.0
     progress.start("checking parity", total=len(images), unit="images")
     try:
         for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
-            ours = torch.stack([normalize_uint8(resize_crop_uint8(im, meta), meta)
-                                for im in chunk])
-            theirs = torch.stack([resize_crop_uint8(im, rgb) for im in chunk]).float() / 255
+            ours = torch.stack([normalize_uint8(geometry(im, meta), meta) for im in chunk])
+            theirs = torch.stack([geometry(im, rgb) for im in chunk]).float() / 255
             with torch.inference_mode():
                 expected = model(ours).float()
                 if softmax:

@@ -100,7 +100,7 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
         where, images = check_images(run_dir=loaded.run_dir,
                                      check_data=Path(check_data) if check_data else None,
                                      count=check)
-    task = "classify"
+    task = meta.task
     output = "probabilities" if softmax else "logits"
     run_name = str((loaded.run_dir or loaded.model_file).resolve())
     metadata = export_metadata(meta, source=run_name, output=output, task=task)

@@ -78,6 +78,18 @@ def exported_meta(props: dict[str, str], where: Path) -> tuple[ModelMeta, str]:
     return outside, props[OUTPUT]
 
 
+def export_task(path: str | Path) -> str | None:
+    """The `task` an ONNX export records (None for a file without tb metadata or unreadable:
+    the loader then says what is wrong)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: not for this question to report
+        return None
+    return {p.key: p.value for p in proto.metadata_props}.get(TASK)
+
+
 def onnx_providers(device: str) -> list[str]:
     """onnxruntime execution providers for `--device`: CUDA when present (auto) or asked for."""
     import onnxruntime as ort

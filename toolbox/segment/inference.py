@@ -43,6 +43,10 @@ def is_segmentation_model(*, run: str | Path | None = None,
 
     try:
         path = runs.find_model_file(run) if run is not None else Path(checkpoint)
+        if path.suffix.lower() == ".onnx" and path.is_file():
+            from toolbox.inference.exported import export_task
+
+            return export_task(path) == "segment"
         meta = read_meta(path) if path.suffix in (".safetensors", ".pt", ".pth") else None
     except (ToolboxError, OSError):
         return False  # the classification loader says what is wrong with it

@@ -1,6 +1,7 @@
 """Fine-tuning service behind `tb finetune`: data, model, loop, checkpoints, DDP, TensorBoard."""
 
 from toolbox.train.config import DEFAULT_LR, DEMO_IMG_SIZE, FinetuneConfig
+from toolbox.train.config_file import config_yaml, read_config_file, resolve_config
 from toolbox.train.distributed import is_main_process
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 from toolbox.train.run import ResumeOverrides, finetune
@@ -13,6 +14,9 @@ __all__ = [
     "FinetuneResult",
     "ResumeOverrides",
     "RunStart",
+    "config_yaml",
     "finetune",
     "is_main_process",
+    "read_config_file",
+    "resolve_config",
 ]
