@@ -265,8 +265,8 @@ def finetune_command(
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0 --epochs 10
-      tb finetune --config runs/20260101-120000-tf_efficientnet_lite0/args.yaml --lr 3e-4
-      tb finetune --task segment --data fmnist-seg/ --model resnet18 --loss dice --img-size 96
+      tb finetune --config runs/a/args.yaml --lr 3e-4
+      tb finetune --task segment --data seg/ --model resnet18 --loss dice
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError
