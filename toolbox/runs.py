@@ -18,6 +18,7 @@ from toolbox.errors import ToolboxError
 ARGS_FILE = "args.yaml"
 METRICS_FILE = "metrics.csv"
 MODEL_FILE = "model.safetensors"
+RESULT_FILE = "result.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"

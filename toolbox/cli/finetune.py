@@ -124,6 +124,7 @@ def _show_result(result: FinetuneResult) -> None:
 
 
 def _show_run(result: FinetuneResult) -> None:
+    render.stdout.print(f"stopped: {result.stop_reason}")
     render.stdout.print(f"run: {result.run_dir}")
     render.stdout.print(f"see it in TensorBoard: {result.tensorboard_command}")
 
@@ -226,6 +227,12 @@ def finetune_command(
     label_smoothing: Annotated[float, typer.Option(
         "--label-smoothing", help="Label smoothing for ce (and bce).",
         rich_help_panel=_TRAIN)] = _D.label_smoothing,
+    patience: Annotated[int | None, typer.Option(
+        "--patience", help="Stop when the validation accuracy has not improved for this many "
+                           "epochs.", rich_help_panel=_TRAIN)] = _D.patience,
+    min_delta: Annotated[float, typer.Option(
+        "--min-delta", help="With --patience: the accuracy gain (0.01 = 1 point) that counts "
+                            "as an improvement.", rich_help_panel=_TRAIN)] = _D.min_delta,
     grad_accum: Annotated[int, typer.Option(
         "--grad-accum", help="Batches per optimizer step.",
         rich_help_panel=_TRAIN)] = _D.grad_accum,
@@ -301,6 +308,7 @@ def finetune_command(
         device=device, channels_last=channels_last, compile=compile_model, amp=amp,
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
+        patience=patience, min_delta=min_delta,
         out=str(out) if out else None)
     # Only flags typed on the command line (or set in the environment) override a config file
     # or a resumed run; Typer's parameter source tells them from defaults.

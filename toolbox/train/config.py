@@ -64,6 +64,8 @@ class FinetuneConfig:
     loss: str = "ce"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
+    patience: int | None = None  # stop after this many epochs without improvement
+    min_delta: float = 0.0  # the smallest val accuracy gain that counts as one
     # outputs
     out: str | None = None
 
@@ -106,6 +108,8 @@ class FinetuneConfig:
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (self.backbone_lr_scale > 0, "--backbone-lr-scale must be positive"),
             (self.workers is None or self.workers >= 0, "--workers must not be negative"),
+            (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
+            (self.min_delta >= 0, "--min-delta must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

@@ -79,6 +79,7 @@ class FinetuneResult:
     tensorboard_command: str
     lr: float  # the peak learning rate used (chosen by mode unless --lr was given)
     resumed_from: Path | None = None
+    stop_reason: str = ""  # why training ended (also in result.yaml)
     start: RunStart | None = None  # the settings it ran with, for the final report
 
     @classmethod

@@ -42,6 +42,7 @@ from toolbox.train.optim import LrSchedule, build_optimizer, current_lrs
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 from toolbox.train.resume import ResumePlan, backbone_scale, replan_for
 from toolbox.train.run_log import RunLog, open_run_log
+from toolbox.train.stopping import early_stop_reason, write_result
 
 
 def _not_images_note(skipped: list[Any]) -> list[str]:
@@ -219,13 +220,16 @@ class Trainer:
                      else None)
             if state.epoch == 0:
                 log.graph(self.model, tuple(state.meta.input_size), self.device)
+            stop = self._early_stop()
             try:
-                while state.epoch < cfg.epochs:
+                while state.epoch < cfg.epochs and stop is None:
                     self._one_epoch(log, first)
-                    first = None
+                    first, stop = None, self._early_stop()
             except KeyboardInterrupt:
                 if ctx.is_main:
                     self.saver.save_interrupted(state)
+                    write_result(self.run_dir, "interrupted",
+                                 f"interrupted after epoch {state.epoch}", state)
                     self.progress.note(
                         f"interrupted: saved {runs.checkpoint_path(self.run_dir)} after epoch "
                         f"{state.epoch}; continue with: tb finetune --resume {self.run_dir}")
@@ -238,7 +242,18 @@ class Trainer:
                                     "lower --lr, add --clip-grad, or try --amp-dtype bf16"
                                     ) from None
             log.hparams(cfg, state.best_acc1, state.epoch)
-        return self._result(start)
+        reason = stop or f"trained all {cfg.epochs} epochs"
+        if ctx.is_main:
+            write_result(self.run_dir, "finished" if stop is None else "stopped early", reason,
+                         state)
+        result = self._result(start)
+        result.stop_reason = reason
+        return result
+
+    def _early_stop(self) -> str | None:
+        """Why `--patience` ends the run now, or None."""
+        return early_stop_reason([self._score(r) for r in self.state.history],
+                                 self.cfg.patience, self.cfg.min_delta)
 
     def _one_epoch(self, log: RunLog, batches: Any = None) -> None:
         cfg, ctx, state, data = self.cfg, self.ctx, self.state, self.data
