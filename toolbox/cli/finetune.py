@@ -264,8 +264,9 @@ def finetune_command(
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
-      tb finetune --config runs/20260101-120000-tf_efficientnet_lite0/args.yaml --lr 3e-4
-      tb finetune --task segment --data fmnist-seg/ --model resnet18 --loss dice --img-size 96
+      tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0 --epochs 10
+      tb finetune --config runs/a/args.yaml --lr 3e-4
+      tb finetune --task segment --data seg/ --model resnet18 --loss dice
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError
@@ -274,6 +275,7 @@ def finetune_command(
         config_yaml,
         finetune,
         is_main_process,
+        plan_resume,
         read_config_file,
         resolve_config,
     )
@@ -300,29 +302,37 @@ def finetune_command(
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
         out=str(out) if out else None)
-    # Only flags typed on the command line (or set in the environment) override a config file;
-    # Typer's parameter source tells them from defaults.
+    # Only flags typed on the command line (or set in the environment) override a config file
+    # or a resumed run; Typer's parameter source tells them from defaults.
     typed = {_SETTING_OF.get(name, name) for name in ctx.params
              if name not in _NOT_SETTINGS
              and ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
-    if resume is not None and config_file is not None:
-        raise UsageError("--config starts a new run; --resume continues one with its own "
-                         "settings", "drop one of them")
-    file_values = read_config_file(config_file) if config_file is not None else {}
-    # An option left unset (None) takes the config's default (--epochs and --seed have none
-    # of their own, since with --resume "unset" means "keep the run's").
-    config, notes = resolve_config(file_values, {k: v for k, v in given.items()
-                                                 if v is not None}, typed)
-    for line in notes:
-        render.note(line)
-    if print_config:
-        config.validate()
-        config.resolve_lr()  # printed as the run will use it
-        render.print_text(config_yaml(config))
-        return
-    if resume is not None and (data or dataset or weights):
-        raise UsageError("--resume continues a run with its own data and weights",
-                         "drop --data/--dataset/--weights, or start a new run")
+    overrides = None
+    if resume is not None:
+        if config_file is not None:
+            raise UsageError("--config starts a new run; --resume continues one with its "
+                             "own settings", "drop one of them")
+        overrides = ResumeOverrides(others={key: given[key] for key in typed})
+        if print_config:
+            plan = plan_resume(resume, overrides.given())
+            for line in plan.changes:
+                render.note(line)
+            render.print_text(config_yaml(plan.config))
+            return
+        config = FinetuneConfig()  # the run's own settings are used, with `overrides`
+    else:
+        file_values = read_config_file(config_file) if config_file is not None else {}
+        # An option left unset (None) takes the config's default (--epochs and --seed have
+        # none of their own, since with --resume "unset" means "keep the run's").
+        config, notes = resolve_config(file_values, {k: v for k, v in given.items()
+                                                     if v is not None}, typed)
+        for line in notes:
+            render.note(line)
+        if print_config:
+            config.validate()
+            config.resolve_lr()  # printed as the run will use it
+            render.print_text(config_yaml(config))
+            return
     topk = [5]  # known once the data is: the epoch lines say top-K, never more than classes
 
     def on_start(start: RunStart) -> None:
@@ -333,9 +343,7 @@ def finetune_command(
         _show_epoch(row, topk[0])
 
     result = finetune(
-        config, resume=resume,
-        resume_overrides=ResumeOverrides(epochs=epochs, workers=workers,
-                                         device=device if device != _D.device else None),
+        config, resume=resume, resume_overrides=overrides,
         progress=make_progress(enabled=main_rank and not json_output),
         on_start=on_start, on_epoch=None if json_output else on_epoch)
     if not main_rank:

@@ -29,7 +29,7 @@ from toolbox.models._packaged import PACKAGED, PackagedWeights, package_file
 from toolbox.models._pretrained import data_config, pretrained_classifier
 from toolbox.models._registry import load_index
 from toolbox.models._segmenter import DECODER, DECODERS, create_segmenter
-from toolbox.models._sources import ModelFromSpec, load_for_summary, load_user_model
+from toolbox.models._sources import ModelFromSpec, load_for_summary
 from toolbox.models._summary import (
     DEFAULT_COLUMNS,
     TORCHINFO_COLUMNS,
@@ -37,6 +37,7 @@ from toolbox.models._summary import (
     parse_dtype,
     summarize,
 )
+from toolbox.models._user import absolute_spec, is_code_spec, load_user_model
 
 __all__ = [
     "DECODER",
@@ -54,12 +55,14 @@ __all__ = [
     "PackagedWeights",
     "PretrainedWeightsUnavailable",
     "WeightsSource",
+    "absolute_spec",
     "build_from_meta",
     "classifier_name",
     "count_macs",
     "create_model",
     "create_segmenter",
     "data_config",
+    "is_code_spec",
     "list_models",
     "load_for_summary",
     "load_index",

@@ -194,14 +194,26 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def build_from_meta(meta: ModelMeta, pretrained: bool = False) -> nn.Module:
-    """The architecture `meta` describes (a classifier or an encoder-decoder segmenter)."""
+def build_from_meta(meta: ModelMeta, pretrained: bool = False, path: Path | None = None
+                    ) -> nn.Module:
+    """The architecture `meta` describes: a classifier, an encoder-decoder segmenter, or user
+    code (`tb finetune --model file.py:Class`), which must still be where the run found it."""
+    from toolbox.models._user import is_code_spec, load_user_model
+
     if meta.task == "segment":
         from toolbox.models._segmenter import create_segmenter
 
         return create_segmenter(meta.model, num_classes=meta.num_classes,
                                 decoder=meta.decoder or "fpn", pretrained=pretrained,
                                 **meta.model_kwargs)
+    if is_code_spec(meta.model):
+        try:
+            return load_user_model(meta.model, meta.model_kwargs, num_classes=meta.num_classes)
+        except ToolboxError as exc:
+            raise ToolboxError(f"cannot rebuild the model of {path or 'this model file'}: it "
+                               f"was trained with --model {meta.model}, and {exc.message}",
+                               "put the model code back where it was (or on the Python path)"
+                               ) from exc
     from toolbox.models._factory import create_model
 
     return create_model(meta.model, num_classes=meta.num_classes, pretrained=pretrained,
@@ -214,7 +226,7 @@ def load_model_file(path: str | Path) -> tuple[nn.Module, ModelMeta]:
     meta = read_meta(path)
     if meta is None:
         raise _bad_file(path, "it has no tb metadata (architecture and classes)")
-    model = build_from_meta(meta)
+    model = build_from_meta(meta, path=path)
     state = load_state_dict(path)
     try:
         model.load_state_dict(state, strict=True)

@@ -4,6 +4,7 @@ from toolbox.train.config import DEFAULT_LR, DEMO_IMG_SIZE, FinetuneConfig
 from toolbox.train.config_file import config_yaml, read_config_file, resolve_config
 from toolbox.train.distributed import is_main_process
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
+from toolbox.train.resume import plan_resume
 from toolbox.train.run import ResumeOverrides, finetune
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "config_yaml",
     "finetune",
     "is_main_process",
+    "plan_resume",
     "read_config_file",
     "resolve_config",
 ]

@@ -12,10 +12,13 @@ from toolbox.errors import ToolboxError
 from toolbox.models import (
     ModelMeta,
     PretrainedWeightsUnavailable,
+    absolute_spec,
     classifier_name,
     create_model,
     data_config,
+    is_code_spec,
     load_state_dict,
+    load_user_model,
     read_meta,
     resolve_model,
 )
@@ -48,24 +51,39 @@ def _create(name: str, num_classes: int, pretrained: bool, kwargs: dict) -> tupl
     return create_model(name, num_classes=num_classes, **kwargs), "random"
 
 
+def _build_user(spec: str, num_classes: int, seed: int) -> tuple[nn.Module, str, list[str]]:
+    """A model from user code; its spec with an absolute file path is what the run records."""
+    spec = absolute_spec(spec)
+    torch.manual_seed(seed)
+    net = load_user_model(spec, num_classes=num_classes)
+    return net, spec, [f"model from your code: {spec} (its own initialisation; pretrained "
+                       "weights only if it loads them, or pass --weights)"]
+
+
 def build_model(*, model: str, class_names: list[str], pretrained: bool, weights: str | None,
                 img_size: int | None, seed: int, freeze: bool = False) -> TrainableModel:
     """Build `model` with a head for `class_names`, from hub weights, a file, or random init.
 
-    With `freeze` and random weights, a warning says what to expect: only the head learns,
-    on features nobody trained.
+    `model` is a timm/torchvision name or user code (`file.py:Class`, `pkg.module:Factory`),
+    which gets `num_classes` when it takes it and a new last Linear layer otherwise. With
+    `freeze` and random weights, a warning says what to expect: only the head learns, on
+    features nobody trained.
 
     Raises:
         ToolboxError: unknown model, unreadable weights, or weights of another architecture.
     """
-    ref = resolve_model(model)
     num_classes = len(class_names)
     warnings: list[str] = []
     notes: list[str] = []
-    torch.manual_seed(seed)  # the same random init (and new head) for the same seed
     kwargs: dict = {}
-    want_hub = pretrained and weights is None
     unavailable = None
+    if is_code_spec(model):
+        net, name, notes = _build_user(model, num_classes, seed)
+        return _finish(net, name, class_names, weights, img_size, kwargs, notes,
+                       warnings, "random", freeze, unavailable)
+    ref = resolve_model(model)
+    torch.manual_seed(seed)  # the same random init (and new head) for the same seed
+    want_hub = pretrained and weights is None
     try:
         net, source = _create(ref.name if not ref.tag else model, num_classes, want_hub, kwargs)
     except PretrainedWeightsUnavailable as exc:
@@ -81,15 +99,25 @@ def build_model(*, model: str, class_names: list[str], pretrained: bool, weights
         torch.manual_seed(seed)
         net, source = _create(ref.name if not ref.tag else model, num_classes,
                               source == "pretrained", kwargs)
+    return _finish(net, ref.name, class_names, weights, img_size, kwargs, notes,
+                   warnings, source, freeze, unavailable)
+
+
+def _finish(net: nn.Module, name: str, class_names: list[str], weights: str | None,
+            img_size: int | None, kwargs: dict, notes: list[str],
+            warnings: list[str], source: str, freeze: bool, unavailable: str | None
+            ) -> TrainableModel:
+    """Load `--weights`, warn about a frozen random backbone, and describe the model for its
+    files (ModelMeta)."""
     head = classifier_name(net)
     if weights is not None:
-        notes.extend(load_weights(net, head, Path(weights), ref.name))
+        notes.extend(load_weights(net, head, Path(weights), name))
         source = f"file {weights}"
     if freeze and source == "random":
-        why = unavailable or f"{ref.name} built without pretrained weights"
+        why = unavailable or f"{name} built without pretrained weights"
         warnings.append(FROZEN_RANDOM_WARNING.format(why=why))
     cfg = data_config(net, img_size)
-    meta = ModelMeta(model=ref.name, num_classes=num_classes, class_names=list(class_names),
+    meta = ModelMeta(model=name, num_classes=len(class_names), class_names=list(class_names),
                      input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]),
                      std=tuple(cfg["std"]), interpolation=str(cfg["interpolation"]),
                      crop_pct=float(cfg["crop_pct"]), model_kwargs=kwargs)

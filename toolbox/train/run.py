@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,18 @@ def _check_out(run_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class ResumeOverrides:
-    """The settings a resumed run may change; None keeps the checkpoint's value."""
+    """Settings given with `--resume`; None keeps the checkpoint's value. `others` holds any
+    other setting by its `FinetuneConfig` name: `plan_resume` applies it or refuses it."""
 
     epochs: int | None = None
     workers: int | None = None
     device: str | None = None
+    others: dict[str, Any] = field(default_factory=dict)
+
+    def given(self) -> dict[str, Any]:
+        """Every setting given, by name."""
+        named = {"epochs": self.epochs, "workers": self.workers, "device": self.device}
+        return {**self.others, **{k: v for k, v in named.items() if v is not None}}
 
 
 def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
@@ -49,7 +56,8 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
     Args:
         config: the run's settings; ignored apart from `resume_overrides` when resuming.
         resume: a run folder or checkpoint to continue from.
-        resume_overrides: settings that may change on resume (epochs, device, workers).
+        resume_overrides: settings given with `--resume`: applied and listed in the start
+            notes when they may change (see `toolbox.train.resume`), else refused.
         progress: receives the per-epoch progress and notes.
         on_start: called once with what is about to run (rank 0 only).
         on_epoch: called after every epoch with its figures (rank 0 only). Raising
@@ -61,23 +69,18 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
     """
     # Torch and the trainer load here, not with the package: `tb finetune --help` and the
     # CLI's option defaults (read from FinetuneConfig) need neither.
-    from toolbox.train.checkpoint import load_checkpoint, resume_file
     from toolbox.train.distributed import setup_distributed
+    from toolbox.train.resume import plan_resume
     from toolbox.train.trainer import Trainer
 
     progress = progress or NullProgress()
     config = dataclasses.replace(config)  # resolved values are filled in on a copy
     state: dict[str, Any] | None = None
-    resumed_from = None
+    resumed_from = plan = None
     if resume is not None:
-        resumed_from = resume_file(resume)
-        state = load_checkpoint(resumed_from)
-        config = FinetuneConfig.from_dict(state["args"])
-        for key, value in dataclasses.asdict(resume_overrides or ResumeOverrides()).items():
-            if value is not None:
-                setattr(config, key, value)
-        run_dir = (resumed_from.parent.parent if resumed_from.parent.name == runs.CHECKPOINT_DIR
-                   else Path(config.out or resumed_from.parent))
+        plan = plan_resume(resume, (resume_overrides or ResumeOverrides()).given())
+        config, state, resumed_from, run_dir = (plan.config, plan.state, plan.checkpoint,
+                                                plan.run_dir)
     config.validate()
     lr_note = config.resolve_lr()
     ctx, device = setup_distributed(config.device)
@@ -92,7 +95,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
         if config.task == "segment":
             from toolbox.train.segment import SegmentTrainer as trainer
         return trainer(config, ctx, device, run_dir, state, resumed_from, progress,
-                       on_start, on_epoch, lr_note).run()
+                       on_start, on_epoch, lr_note, plan).run()
     finally:
         ctx.close()
 

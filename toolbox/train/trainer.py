@@ -40,6 +40,7 @@ from toolbox.train.modeling import (
 )
 from toolbox.train.optim import LrSchedule, build_optimizer, current_lrs
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
+from toolbox.train.resume import ResumePlan, backbone_scale, replan_for
 from toolbox.train.run_log import RunLog, open_run_log
 
 
@@ -107,10 +108,11 @@ class Trainer:
     def __init__(self, cfg: FinetuneConfig, ctx: DistContext, device: torch.device,
                  run_dir: Path, saved: dict[str, Any] | None, resumed_from: Path | None,
                  progress: Progress, on_start: Callable | None, on_epoch: Callable | None,
-                 lr_note: str | None = None) -> None:
+                 lr_note: str | None = None, plan: ResumePlan | None = None) -> None:
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, device, run_dir
         # lr_note: why cfg.lr, when the mode chose it
         self.saved, self.resumed_from, self.lr_note = saved, resumed_from, lr_note
+        self.plan = plan  # what --resume changed, if anything
         self.progress = progress if ctx.is_main else NullProgress()
         self.on_start, self.on_epoch = on_start, on_epoch
         self.saver = CheckpointSaver(run_dir, cfg.channels_last)
@@ -174,7 +176,7 @@ class Trainer:
         optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
-            backbone_lr_scale=cfg.backbone_lr_scale if cfg.unfreeze_at is not None else 1.0)
+            backbone_lr_scale=backbone_scale(cfg))
         steps = math.ceil(self.data.loader.num_batches() / cfg.grad_accum)
         self.state = TrainState(self.model, optimizer, LrSchedule(optimizer, cfg, steps),
                                 self.amp.scaler, self.device, cfg, meta, splits.classes,
@@ -182,10 +184,13 @@ class Trainer:
         torch.manual_seed(cfg.seed + 1)  # dropout and friends, independent of the model init
         if saved is not None:
             self.state.restore(saved)
+            if self.plan is not None and self.plan.replan:
+                self.state.schedule = replan_for(self.state, self.head, steps)
         set_frozen(self.model, self.head, _frozen_at(cfg, self.state.epoch + 1))
         self._wrap()
         weights = (built.weights_source if saved is None else f"checkpoint {self.resumed_from}")
-        return _run_start(self, splits, weights, built.notes, built.warnings)
+        changes = self.plan.changes if self.plan is not None else []
+        return _run_start(self, splits, weights, [*built.notes, *changes], built.warnings)
 
     def _wrap(self) -> None:
         """DDP (rebuilt when the set of trainable parameters changes) and torch.compile."""
