@@ -48,7 +48,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                          "pass a YAML file, e.g. a run's args.yaml", param="--config")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    # ValueError: integers past Python's digit limit; RecursionError: absurdly deep nesting.
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot read config file {path}: {first}",
                          "it must be a YAML mapping of setting: value", param="--config") from exc
@@ -92,7 +93,7 @@ def resolve_config(file_values: dict[str, Any], cli_values: dict[str, Any], give
         if key in given:
             continue
         if key in PATH_KEYS and value is not None:
-            value = str(Path(value).expanduser().resolve())
+            value = _absolute(key, value)
         if key == "out" and value is not None and runs.holds_run(value):
             notes.append(f"{value} already holds a run; this one gets a new folder "
                          f"(pass --out to choose it)")
@@ -100,6 +101,15 @@ def resolve_config(file_values: dict[str, Any], cli_values: dict[str, Any], give
         values[key] = value
     names = {f.name for f in dataclasses.fields(FinetuneConfig)}
     return FinetuneConfig(**{k: v for k, v in values.items() if k in names}), notes
+
+
+def _absolute(key: str, value: str) -> str:
+    """`value` as an absolute path; `~user` for a user this machine lacks is the file's mistake."""
+    try:
+        return str(Path(value).expanduser().resolve())
+    except RuntimeError as exc:  # pathlib: "Could not determine home directory."
+        raise UsageError(f"config file: {key} is {value!r}: {exc}", f"fix the value of {key}",
+                         param="--config") from exc
 
 
 def config_yaml(config: FinetuneConfig) -> str:
