@@ -148,6 +148,26 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, f"not an image ({type(exc).__name__})") from exc
 
 
+def probe_image(path: str | Path) -> str | None:
+    """Why `path` cannot be read as an image (empty, not an image, a truncated PNG), or None.
+
+    Reads the header and checks what Pillow's `verify` checks, without decoding the pixels:
+    cheap enough to run over a whole folder before splitting it.
+    """
+    from PIL import Image
+
+    try:
+        if Path(path).stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError:
+        return "file not found"
+    except Exception as exc:  # PIL raises many types for undecodable bytes
+        return "truncated file" if "truncated" in str(exc).lower() else "not an image"
+    return None
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a segmentation mask as an (H, W) integer array of class ids (palette indices kept)."""
     from PIL import Image

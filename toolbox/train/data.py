@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from toolbox.progress import NullProgress, Progress
 from toolbox.sources import (
     ArraySource,
     FetchedSource,
+    FileSource,
     SkippedFile,
     SubsetSource,
     image_folder_source,
@@ -47,6 +48,7 @@ class DataSplits:
     description: str
     is_demo: bool = False
     default_img_size: int | None = None
+    skipped: list[SkippedFile] = field(default_factory=list)  # left out before splitting
 
     @property
     def not_images(self) -> list[Any]:
@@ -109,12 +111,13 @@ def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Pat
             splits = DataSplits(train, val, train.classes,
                                 f"{data} (train/ and {held_out_dir.name}/)")
         else:
-            full = image_folder_source(train_dir, data)
+            full, skipped = _readable_only(image_folder_source(train_dir, data))
             _check_classes(full.classes, str(train_dir))
             train_idx, val_idx = stratified_split(full.targets, val_split, seed)
             splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
                                 full.classes, f"{train_dir} (stratified {val_split:g} "
-                                              f"validation split, seed {seed})")
+                                              f"validation split, seed {seed})",
+                                skipped=skipped)
     elif dataset is not None:
         import toolbox.datasets as datasets_mod
 
@@ -137,6 +140,25 @@ def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Pat
         raise ToolboxError(f"{splits.description}: the training or validation split is empty",
                            "add images (each class needs at least two) or change --val-split")
     return splits
+
+
+def _readable_only(source: FileSource) -> tuple[FileSource, list[SkippedFile]]:
+    """The files of `source` that open as images, and the ones that do not.
+
+    Run before a split is drawn, so that no class ends up with only unreadable validation
+    images (probing reads headers only; threads, as the files are read from disk).
+    """
+    from toolbox.images import probe_image
+
+    with ThreadPoolExecutor(8) as pool:
+        reasons = list(pool.map(probe_image, source.paths, chunksize=64))
+    keep = [i for i, reason in enumerate(reasons) if reason is None]
+    if len(keep) == len(source.paths):
+        return source, []
+    skipped = [SkippedFile(source.describe(i), reason) for i, reason in enumerate(reasons)
+               if reason is not None]
+    return FileSource([source.paths[i] for i in keep], source.targets[keep], source.classes,
+                      source.root, source.not_images), skipped
 
 
 def _check_classes(classes: Sequence[str], where: str) -> None:
@@ -530,17 +552,21 @@ class RunData:
     loader: BatchLoader
     val_loader: ShardLoader
     cached: bool
+    probed: list[SkippedFile] = field(default_factory=list)  # unreadable, left out before split
 
     def counts(self, ctx: Any) -> tuple[int, int, list[str]]:
         """Training and validation images over every rank, and what the start table warns
-        about: unreadable images left out while decoding (each rank read only its share)."""
-        skipped = self.train.skipped + self.val.skipped
-        counts = ctx.all_reduce_sum([len(self.train), len(self.val), len(skipped)])
-        if not counts[2]:
+        about: unreadable images left out before the split (every rank found the same ones)
+        and while decoding (each rank read only its share)."""
+        skipped = self.probed + self.train.skipped + self.val.skipped
+        counts = ctx.all_reduce_sum([len(self.train), len(self.val), len(skipped) -
+                                     len(self.probed)])
+        total = int(counts[2]) + len(self.probed)
+        if not total:
             return int(counts[0]), int(counts[1]), []
         example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         return (int(counts[0]), int(counts[1]),
-                [f"skipped {int(counts[2])} unreadable image(s){example}"])
+                [f"skipped {total} unreadable image(s){example}"])
 
 
 def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, seed: int,
@@ -572,4 +598,4 @@ def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, se
                          drop_last=per_rank > batch_size, pin_memory=pin_memory)
     val_loader = ShardLoader(val, list(range(len(val))), batch_size=batch_size * 2,
                              workers=workers)
-    return RunData(train, val, loader, val_loader, cache)
+    return RunData(train, val, loader, val_loader, cache, probed=splits.skipped)
