@@ -190,6 +190,10 @@ def finetune_command(
     backbone_lr_scale: Annotated[float, typer.Option(
         "--backbone-lr-scale", help="Backbone learning rate = lr x this, after --unfreeze-at.",
         rich_help_panel=_MODEL)] = _D.backbone_lr_scale,
+    layer_decay: Annotated[float | None, typer.Option(
+        "--layer-decay", help="Layer-wise lr decay: each layer below the top learns at this "
+                              "times the lr of the one above (timm architectures).",
+        rich_help_panel=_TRAIN)] = _D.layer_decay,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", help=f"Epochs to train (default: {_D.epochs}); with --resume, a new total.",
         show_default=False, rich_help_panel=_TRAIN)] = None,
@@ -308,7 +312,7 @@ def finetune_command(
         device=device, channels_last=channels_last, compile=compile_model, amp=amp,
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
-        patience=patience, min_delta=min_delta,
+        patience=patience, min_delta=min_delta, layer_decay=layer_decay,
         out=str(out) if out else None)
     # Only flags typed on the command line (or set in the environment) override a config file
     # or a resumed run; Typer's parameter source tells them from defaults.

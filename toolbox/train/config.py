@@ -40,6 +40,7 @@ class FinetuneConfig:
     freeze: bool = False
     unfreeze_at: int | None = None
     backbone_lr_scale: float = 0.1
+    layer_decay: float | None = None  # timm's layer-wise lr decay (None: off)
     # training
     epochs: int = 5
     batch_size: int = 64
@@ -110,6 +111,8 @@ class FinetuneConfig:
             (self.workers is None or self.workers >= 0, "--workers must not be negative"),
             (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
             (self.min_delta >= 0, "--min-delta must not be negative"),
+            (self.layer_decay is None or 0.0 < self.layer_decay <= 1.0,
+             "--layer-decay must be in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from toolbox.errors import ToolboxError
+
 WARMUP_START_FACTOR = 0.01
 
 
@@ -105,34 +107,60 @@ SCHEDULERS: dict[str, SchedInfo] = {info.name: info for info in (
 )}
 
 
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Each parameter's layer (0 = the stem) by timm's `group_matcher`, and the top layer.
+
+    Raises:
+        ToolboxError: the architecture cannot group its layers (not a timm model).
+    """
+    if not hasattr(model, "group_matcher"):
+        raise ToolboxError(f"--layer-decay needs layer groups, which {type(model).__name__} "
+                           "does not define", "use a timm architecture, or drop --layer-decay")
+    from timm.models import group_parameters
+
+    layer_of = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    return layer_of, max(layer_of.values())
+
+
 def param_groups(model: nn.Module, head_prefix: str, *, lr: float, weight_decay: float,
-                 backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Head and backbone groups, each split into decayed weights and undecayed biases/norms.
+                 backbone_lr_scale: float = 1.0, layer_decay: float | None = None
+                 ) -> list[dict[str, Any]]:
+    """Head and backbone groups, each split into decayed weights and undecayed biases/norms,
+    and with `layer_decay` into layers whose lr shrinks by that factor per layer below the top
+    (timm's layer-wise decay, the head being the top layer).
 
     All parameters are in the optimizer from the start, frozen ones included: they get no
     gradient and so are skipped until `--unfreeze-at`, and resuming needs no special case.
     """
-    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    layer_of, top = layer_ids(model) if layer_decay is not None else ({}, 0)
+    buckets: dict[tuple[str, int, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         part = "head" if name == head_prefix or name.startswith(head_prefix + ".") else "backbone"
+        layer = top if part == "head" else layer_of.get(name, top)
         decay = param.ndim > 1  # no weight decay on biases and normalisation scales (timm)
-        buckets.setdefault((part, decay), []).append(param)
+        buckets.setdefault((part, layer, decay), []).append(param)
     groups = []
-    for (part, decay), params in sorted(buckets.items()):
+    for (part, layer, decay), params in sorted(buckets.items()):
+        scale = backbone_lr_scale if part == "backbone" else 1.0
+        named = part
+        if layer_decay is not None and part == "backbone":
+            scale *= layer_decay ** (top - layer)
+            named = f"{part}_layer{layer}"
         groups.append({
-            "params": params, "name": f"{part}{'' if decay else '_no_decay'}",
-            "weight_decay": weight_decay if decay else 0.0,
-            "lr": lr * (backbone_lr_scale if part == "backbone" else 1.0),
+            "params": params, "name": f"{named}{'' if decay else '_no_decay'}",
+            "weight_decay": weight_decay if decay else 0.0, "lr": lr * scale,
         })
     return groups
 
 
 def build_optimizer(model: nn.Module, head_prefix: str, *, opt: str = "adamw", lr: float = 1e-3,
                     weight_decay: float = 0.05, momentum: float = 0.9,
-                    backbone_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """The `opt` optimizer over `param_groups` (the backbone's lr scaled by `backbone_lr_scale`)."""
+                    backbone_lr_scale: float = 1.0, layer_decay: float | None = None
+                    ) -> torch.optim.Optimizer:
+    """The `opt` optimizer over `param_groups` (the backbone's lr scaled by `backbone_lr_scale`,
+    and per layer by `layer_decay`)."""
     groups = param_groups(model, head_prefix, lr=lr, weight_decay=weight_decay,
-                          backbone_lr_scale=backbone_lr_scale)
+                          backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay)
     return OPTIMIZERS[opt].build(groups, lr=lr, momentum=momentum)
 
 

@@ -99,7 +99,7 @@ def replan_for(state: Any, head: str, steps_per_epoch: int) -> Any:
 
     cfg = state.cfg
     fresh = param_groups(state.model, head, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                         backbone_lr_scale=backbone_scale(cfg))
+                         backbone_lr_scale=backbone_scale(cfg), layer_decay=cfg.layer_decay)
     return replan_schedule(
         state.optimizer, fresh, lambda: LrSchedule(state.optimizer, cfg, steps_per_epoch),
         done_epochs=state.epoch, steps_per_epoch=steps_per_epoch,

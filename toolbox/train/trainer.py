@@ -177,7 +177,7 @@ class Trainer:
         optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
-            backbone_lr_scale=backbone_scale(cfg))
+            backbone_lr_scale=backbone_scale(cfg), layer_decay=cfg.layer_decay)
         steps = math.ceil(self.data.loader.num_batches() / cfg.grad_accum)
         self.state = TrainState(self.model, optimizer, LrSchedule(optimizer, cfg, steps),
                                 self.amp.scaler, self.device, cfg, meta, splits.classes,
