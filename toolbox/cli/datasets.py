@@ -105,7 +105,7 @@ def fetch_command(
       tb datasets fetch fashion-mnist --root ./data --from-dir ~/Downloads/fmnist
       tb datasets fetch mnist --root ./data --mirror https://example.org/mnist/
       tb datasets fetch mnist --root data --export-folder mnist-png --export-max 50
-      tb datasets fetch fashion-mnist --root data --export-segmentation fmnist-seg --binary
+      tb datasets fetch fashion-mnist --root data --export-segmentation seg --binary
     """
     from toolbox.cli.progress import make_progress
     from toolbox.datasets import DownloadSettings, default_root, fetch_dataset, get_dataset

@@ -45,8 +45,7 @@ def _show(result: ExportResult) -> None:
 
 @handle_errors
 def export(
-    source: Annotated[Path, typer.Argument(
-        metavar="RUN_OR_MODEL_FILE",
+    run_or_model_file: Annotated[Path, typer.Argument(
         help="A run folder written by `tb finetune` (its best weights), or a model file "
              "(model.safetensors, checkpoints/*.pt).", show_default=False)],
     out: Annotated[Path | None, typer.Option(
@@ -97,7 +96,7 @@ def export(
     if no_check and check_data is not None:
         raise typer.BadParameter("--check-data and --no-check exclude each other")
     try:
-        result = export_model(source, out=out, fmt=fmt.value,
+        result = export_model(run_or_model_file, out=out, fmt=fmt.value,
                               dynamic_batch=dynamic_batch, opset=opset, softmax=softmax,
                               check=None if no_check else check, check_data=check_data,
                               tolerance=tolerance, progress=make_progress(not json_out))
