@@ -43,7 +43,8 @@ demo: $(RUN_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
-# The tests read real Fashion-MNIST files: tools/test_data.sh finds or provisions them.
+# The tests read real Fashion-MNIST files (Debian's dataset-fashion-mnist): tools/test_data.sh
+# finds or provisions them.
 test: $(DEV_STAMP) lint
 	dir="$$(TB=$(BIN)/tb tools/test_data.sh)" && \
 	    TB_TEST_FASHION_MNIST="$$dir" $(BIN)/python -m pytest -q
