@@ -1,7 +1,13 @@
-"""Evaluation-time preprocessing from a ModelMeta, shared by finetune (val), predict and evaluate.
+"""Evaluation-time preprocessing from a ModelMeta, shared by finetune, predict, evaluate, export.
 
-timm's recipe: resize the shorter side to `size / crop_pct`, centre-crop `size`, scale to [0, 1],
-normalise with the model's mean and std.
+The geometry is the run's `resize` (`tb finetune --resize`, recorded in the model file):
+  crop       timm's recipe: the shorter side to `size / crop_pct`, then the centre `size` cut
+             out (keeps the aspect ratio, loses the edges of non-square images);
+  squash     straight to `size` (keeps everything, distorts non-square images);
+  letterbox  the longer side to `size`, the rest padded with the model's mean colour (keeps
+             everything undistorted; the bands normalise to zero, what the network sees as
+             "nothing", and cost unused pixels).
+Then scale to [0, 1] and normalise with the model's mean and std.
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ if TYPE_CHECKING:
     import torch
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+RESIZE_MODES = {
+    "crop": "shorter side to size / crop_pct, centre crop (keeps the aspect, cuts edges)",
+    "squash": "straight to size x size (keeps everything, distorts the aspect)",
+    "letterbox": "longer side to size, padded with the mean colour (keeps both)",
+}
 
 
 def eval_tensor(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
@@ -23,8 +34,15 @@ def eval_tensor(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
     return normalize_uint8(resize_crop_uint8(image, meta), meta)
 
 
+def pad_colour(meta: ModelMeta) -> list[int]:
+    """The letterbox bands' uint8 value per channel: the model's mean colour, which its
+    normalisation turns into zeros."""
+    return [round(255 * m) for m in meta.mean]
+
+
 def resize_crop_uint8(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
-    """The geometric half of `eval_tensor`: (H, W, 3) uint8 -> resized, cropped (C, H, W) uint8.
+    """The geometric half of `eval_tensor`: (H, W, 3) uint8 -> (C, H, W) uint8 at the model's
+    input size, by `meta.resize` (an image already at that size is kept as it is).
 
     Split out so training can cache this small uint8 result and normalise whole batches later
     with `normalize_uint8`, giving exactly the values `eval_tensor` gives.
@@ -37,15 +55,26 @@ def resize_crop_uint8(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
     tensor = torch.from_numpy(image).permute(2, 0, 1)
     if channels == 1:
         tensor = F.rgb_to_grayscale(tensor)
-    mode = meta.interpolation if meta.interpolation in _INTERPOLATIONS else "bilinear"
+    if list(tensor.shape[-2:]) == [height, width]:
+        return tensor.contiguous()
+    mode = InterpolationMode(meta.interpolation if meta.interpolation in _INTERPOLATIONS
+                             else "bilinear")
+    if meta.resize == "squash":
+        return F.resize(tensor, [height, width], interpolation=mode, antialias=True).contiguous()
+    if meta.resize == "letterbox":
+        h, w = tensor.shape[-2:]
+        scale = min(height / h, width / w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        tensor = F.resize(tensor, [new_h, new_w], interpolation=mode, antialias=True)
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        fill = pad_colour(meta)
+        return F.pad(tensor, [left, top, width - new_w - left, height - new_h - top],
+                     fill=fill if len(fill) == tensor.shape[0] else fill[0]).contiguous()
     scale_size = [math.floor(height / meta.crop_pct), math.floor(width / meta.crop_pct)]
-    if list(tensor.shape[-2:]) != [height, width]:
-        # Square targets: shorter side to size/crop_pct (keeps the aspect ratio), then crop.
-        resize_to = scale_size[0] if height == width else scale_size
-        tensor = F.resize(tensor, resize_to, interpolation=InterpolationMode(mode),
-                          antialias=True)
-        tensor = F.center_crop(tensor, [height, width])
-    return tensor.contiguous()
+    # Square targets: shorter side to size/crop_pct (keeps the aspect ratio), then crop.
+    resize_to = scale_size[0] if height == width else scale_size
+    tensor = F.resize(tensor, resize_to, interpolation=mode, antialias=True)
+    return F.center_crop(tensor, [height, width]).contiguous()
 
 
 def normalize_uint8(tensor: torch.Tensor, meta: ModelMeta) -> torch.Tensor:

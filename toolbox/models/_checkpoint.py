@@ -36,6 +36,7 @@ class ModelMeta:
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    resize: str = "crop"  # how images meet input_size (toolbox.preprocess); older files: crop
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     task: str = "classify"  # or "segment": per-pixel logits at the input size
     decoder: str | None = None  # segmentation decoder (fpn, unet) over a features_only encoder
@@ -79,6 +80,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _resize_modes() -> dict[str, str]:
+    from toolbox.preprocess import RESIZE_MODES  # it imports this module: asked at call time
+
+    return RESIZE_MODES
+
+
 # What every ModelMeta field read from a file must be: (field, check, what it must be).
 _META_CHECKS = (
     ("model", lambda v: isinstance(v, str) and bool(v), "a model name"),
@@ -93,6 +100,8 @@ _META_CHECKS = (
      and all(_is_number(n) and n > 0 for n in v), "one positive number per channel"),
     ("interpolation", lambda v: isinstance(v, str), "a name such as bilinear"),
     ("crop_pct", lambda v: _is_number(v) and v > 0, "a positive number"),
+    ("resize", lambda v: isinstance(v, str) and v in _resize_modes(),
+     "crop, squash or letterbox"),
     ("model_kwargs", lambda v: isinstance(v, dict) and "num_classes" not in v
      and all(isinstance(k, str) for k in v), "a mapping of argument names"),
 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from toolbox.fileio import atomic_write_text
 from toolbox.losses import build_loss
 from toolbox.models import ModelMeta
 from toolbox.progress import NullProgress, Progress
+from toolbox.train import balance
 from toolbox.train import data as data_mod
 from toolbox.train.checkpoint import (
     CheckpointSaver,
@@ -67,7 +69,8 @@ def _model_for_run(cfg: FinetuneConfig, classes: list[str], saved: dict[str, Any
                         pretrained=cfg.pretrained and saved is None,
                         weights=cfg.weights if saved is None else None,
                         img_size=cfg.img_size, seed=cfg.seed, freeze=cfg.freeze)
-    meta = ModelMeta.from_dict(saved["meta"]) if saved is not None else built.meta
+    meta = (ModelMeta.from_dict(saved["meta"]) if saved is not None
+            else dataclasses.replace(built.meta, resize=cfg.resize))
     if saved is not None:
         load_model_state(built.model, saved, resumed_from, cfg.model)
     built.model.to(device)
@@ -85,12 +88,16 @@ def _run_start(trainer: Trainer, splits: data_mod.DataSplits, weights: str, note
     return RunStart(
         run_dir=trainer.run_dir, data=splits.description, train_images=train_images,
         val_images=val_images, classes=splits.classes, model=state.meta.model,
-        weights=weights, input_size=tuple(state.meta.input_size), total_params=total,
+        weights=weights, input_size=tuple(state.meta.input_size), resize=state.meta.resize,
+        total_params=total,
         trainable_params=trainable, frozen_params=frozen, device=str(trainer.device),
         amp=trainer.amp.label, world_size=trainer.ctx.world_size, epochs=trainer.cfg.epochs,
         start_epoch=state.epoch + 1, cached=data.cached, topk=topk_for(len(splits.classes)),
         lr=float(trainer.cfg.lr), lr_note=trainer.lr_note,
-        notes=[*notes, *_not_images_note(splits.not_images)], warnings=[*warnings, *skipped])
+        class_counts=balance.shown_counts(data.class_counts, splits.classes),
+        notes=[*notes, *_not_images_note(splits.not_images),
+               *data.balance_notes(trainer.cfg.class_weights, trainer.cfg.sampler)],
+        warnings=[*warnings, *skipped])
 
 
 def _write_args(run_dir: Path, cfg: FinetuneConfig, start: RunStart) -> None:
@@ -135,12 +142,13 @@ class Trainer:
             splits, meta, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache,
             workers=cfg.workers if cfg.workers is not None else default_workers(cap=8),
             augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
-            pin_memory=self.device.type == "cuda", progress=self.progress)
+            pin_memory=self.device.type == "cuda", progress=self.progress, sampler=cfg.sampler)
         return splits, built, meta, data
 
     def _loss(self) -> nn.Module:
         return build_loss(self.cfg.loss, label_smoothing=self.cfg.label_smoothing,
-                          focal_gamma=self.cfg.focal_gamma)
+                          focal_gamma=self.cfg.focal_gamma,
+                          class_weights=self.data.class_weights(self.cfg.class_weights))
 
     def _meter(self) -> Any:
         return Meter(len(self.state.classes), self.device)
