@@ -4,9 +4,10 @@ The geometry is the run's `resize` (`tb finetune --resize`, recorded in the mode
   crop       timm's recipe: the shorter side to `size / crop_pct`, then the centre `size` cut
              out (keeps the aspect ratio, loses the edges of non-square images);
   squash     straight to `size` (keeps everything, distorts non-square images);
-  letterbox  the longer side to `size`, the rest padded with the model's mean colour (keeps
-             everything undistorted; the bands normalise to zero, what the network sees as
-             "nothing", and cost unused pixels).
+  letterbox  the longer side to `size`, centred, the rest padded with black (keeps everything
+             undistorted, at the price of unused pixels). Black rather than the mean colour:
+             an export normalises inside its graph, so zero is the one value a user pads with
+             alike for every run, and training sees the very same bands.
 Then scale to [0, 1] and normalise with the model's mean and std.
 """
 
@@ -25,19 +26,14 @@ _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RESIZE_MODES = {
     "crop": "shorter side to size / crop_pct, centre crop (keeps the aspect, cuts edges)",
     "squash": "straight to size x size (keeps everything, distorts the aspect)",
-    "letterbox": "longer side to size, padded with the mean colour (keeps both)",
+    "letterbox": "longer side to size, padded with black (keeps both)",
 }
+LETTERBOX_PAD = 0  # uint8 value of the letterbox bands, every channel
 
 
 def eval_tensor(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
     """(H, W, 3) uint8 image -> normalised (C, H, W) float tensor for `meta`'s model."""
     return normalize_uint8(resize_crop_uint8(image, meta), meta)
-
-
-def pad_colour(meta: ModelMeta) -> list[int]:
-    """The letterbox bands' uint8 value per channel: the model's mean colour, which its
-    normalisation turns into zeros."""
-    return [round(255 * m) for m in meta.mean]
 
 
 def resize_crop_uint8(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
@@ -67,9 +63,8 @@ def resize_crop_uint8(image: np.ndarray, meta: ModelMeta) -> torch.Tensor:
         new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
         tensor = F.resize(tensor, [new_h, new_w], interpolation=mode, antialias=True)
         top, left = (height - new_h) // 2, (width - new_w) // 2
-        fill = pad_colour(meta)
         return F.pad(tensor, [left, top, width - new_w - left, height - new_h - top],
-                     fill=fill if len(fill) == tensor.shape[0] else fill[0]).contiguous()
+                     fill=LETTERBOX_PAD).contiguous()
     scale_size = [math.floor(height / meta.crop_pct), math.floor(width / meta.crop_pct)]
     # Square targets: shorter side to size/crop_pct (keeps the aspect ratio), then crop.
     resize_to = scale_size[0] if height == width else scale_size

@@ -170,7 +170,7 @@ def finetune_command(
     resize: Annotated[str, typer.Option(
         "--resize", help="How an image meets the input size: crop (shorter side, centre crop), "
                          "squash (to SxS, aspect lost) or letterbox (longer side, padded with "
-                         "the mean colour). Recorded in the model file for predict, evaluate "
+                         "black). Recorded in the model file for predict, evaluate "
                          "and export.", rich_help_panel=_DATA)] = _D.resize,
     sampler: Annotated[str, typer.Option(
         "--sampler", help="shuffle (each image once an epoch) or balanced (draws with "

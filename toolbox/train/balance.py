@@ -33,7 +33,7 @@ def inverse_frequency(counts: Sequence[int]) -> list[float]:
     """Per-class weights proportional to 1 / count, scaled so that their mean is 1.
 
     With the mean at 1 the loss keeps its scale (and so the learning rate its meaning) on
-    balanced data, where every weight is exactly 1. A class without training images gets 0
+    balanced data, where every weight is 1. A class without training images gets 0
     and the mean is taken over the others.
     """
     inverse = [1.0 / n if n else 0.0 for n in counts]
