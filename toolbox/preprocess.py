@@ -1,6 +1,7 @@
 """Evaluation-time preprocessing from a ModelMeta, shared by finetune, predict, evaluate, export.
 
-The geometry is the run's `resize` (`tb finetune --resize`, recorded in the model file):
+The geometry is the run's `resize` (`tb finetune --resize`, recorded in the model file; the
+names are `toolbox.models.RESIZE_MODES`):
   crop       timm's recipe: the shorter side to `size / crop_pct`, then the centre `size` cut
              out (keeps the aspect ratio, loses the edges of non-square images);
   squash     straight to `size` (keeps everything, distorts non-square images);
@@ -23,11 +24,6 @@ if TYPE_CHECKING:
     import torch
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-RESIZE_MODES = {
-    "crop": "shorter side to size / crop_pct, centre crop (keeps the aspect, cuts edges)",
-    "squash": "straight to size x size (keeps everything, distorts the aspect)",
-    "letterbox": "longer side to size, padded with black (keeps both)",
-}
 LETTERBOX_PAD = 0  # uint8 value of the letterbox bands, every channel
 
 

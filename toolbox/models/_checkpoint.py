@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 META_KEY = "tb_meta"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How an image meets the input size (`ModelMeta.resize`; `toolbox.preprocess` does it).
+RESIZE_MODES = {
+    "crop": "shorter side to size / crop_pct, centre crop (keeps the aspect, cuts edges)",
+    "squash": "straight to size x size (keeps everything, distorts the aspect)",
+    "letterbox": "longer side to size, padded with black (keeps both)",
+}
 
 
 @dataclass
@@ -80,12 +86,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _resize_modes() -> dict[str, str]:
-    from toolbox.preprocess import RESIZE_MODES  # it imports this module: asked at call time
-
-    return RESIZE_MODES
-
-
 # What every ModelMeta field read from a file must be: (field, check, what it must be).
 _META_CHECKS = (
     ("model", lambda v: isinstance(v, str) and bool(v), "a model name"),
@@ -100,7 +100,7 @@ _META_CHECKS = (
      and all(_is_number(n) and n > 0 for n in v), "one positive number per channel"),
     ("interpolation", lambda v: isinstance(v, str), "a name such as bilinear"),
     ("crop_pct", lambda v: _is_number(v) and v > 0, "a positive number"),
-    ("resize", lambda v: isinstance(v, str) and v in _resize_modes(),
+    ("resize", lambda v: isinstance(v, str) and v in RESIZE_MODES,
      "crop, squash or letterbox"),
     ("model_kwargs", lambda v: isinstance(v, dict) and "num_classes" not in v
      and all(isinstance(k, str) for k in v), "a mapping of argument names"),

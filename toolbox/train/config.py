@@ -121,7 +121,7 @@ class FinetuneConfig:
             if not ok:
                 raise UsageError(message)
         from toolbox.losses import LOSSES, check_loss_options
-        from toolbox.preprocess import RESIZE_MODES
+        from toolbox.models import RESIZE_MODES
         from toolbox.train.balance import CLASS_WEIGHTS, SAMPLERS
         from toolbox.train.optim import OPTIMIZERS, SCHEDULERS
 
