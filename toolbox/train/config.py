@@ -65,6 +65,8 @@ class FinetuneConfig:
     loss: str = "ce"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
+    ema: bool = False  # keep an EMA of the weights, validate it too, keep the better
+    ema_decay: float = 0.9998  # reached after timm's warm-up
     patience: int | None = None  # stop after this many epochs without improvement
     min_delta: float = 0.0  # the smallest val accuracy gain that counts as one
     # outputs
@@ -109,6 +111,7 @@ class FinetuneConfig:
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (self.backbone_lr_scale > 0, "--backbone-lr-scale must be positive"),
             (self.workers is None or self.workers >= 0, "--workers must not be negative"),
+            (0.0 < self.ema_decay < 1.0, "--ema-decay must be between 0 and 1"),
             (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
             (self.min_delta >= 0, "--min-delta must not be negative"),
             (self.layer_decay is None or 0.0 < self.layer_decay <= 1.0,

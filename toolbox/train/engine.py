@@ -88,8 +88,11 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
                 progress: Progress | None = None, label: str = "",
                 on_first_batch: Callable[[torch.Tensor], None] | None = None,
                 no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
-                all_finite: Callable[[torch.Tensor], bool] | None = None) -> EpochStats:
+                all_finite: Callable[[torch.Tensor], bool] | None = None,
+                after_step: Callable[[], None] | None = None) -> EpochStats:
     """Train one epoch; the optimizer steps every `grad_accum` batches (and at the end).
+
+    `after_step` runs after every optimizer step (the weight EMA's update).
 
     Raises:
         NonFiniteLoss: the loss was NaN or infinite (no optimizer step is taken with it).
@@ -126,6 +129,8 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
             if boundary:
                 _optimizer_step(optimizer, params, amp, clip_grad)
                 schedule.step_batch()
+                if after_step is not None:
+                    after_step()
             meter.update(loss.detach(), logits.detach().float(), y)
             images += targets.shape[0]
             progress.advance()
