@@ -173,3 +173,26 @@ def test_resume_may_turn_ema_on_and_says_so(invoke, digits, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "changed on resume: ema False -> True" in result.stderr
     assert yaml.safe_load(result.stdout)["ema"] is True
+
+
+@pytest.mark.slow
+def test_segmentation_validates_the_ema_weights_too(invoke, tmp_path):
+    from segment_helpers import fashion_segmentation
+
+    data = fashion_segmentation(tmp_path / "seg", root=tmp_path / "fmnist")
+    run = tmp_path / "run"
+    result = invoke("finetune", "--task", "segment", "--data", data, "--model", "test_resnet",
+                    "--no-pretrained", "--img-size", "32", "--batch-size", "16", "--workers",
+                    "0", "--epochs", "1", "--ema", "--out", run, "--json")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    outcome = json.loads(result.stdout)
+    rows = _metrics(run)
+    row = outcome["epochs"][0]
+    assert float(rows[0]["ema_val_miou"]) == pytest.approx(row["ema_val_miou"], rel=1e-5)
+    assert outcome["best_weights"] == rows[0]["saved"]
+    assert outcome["best_val_acc1"] == pytest.approx(max(row["val_miou"], row["ema_val_miou"]))
+    events = read_events(run)
+    assert [e.value for e in events.Scalars("miou/val_ema")] == pytest.approx(
+        [row["ema_val_miou"]], rel=1e-5)

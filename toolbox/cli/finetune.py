@@ -245,6 +245,12 @@ def finetune_command(
     label_smoothing: Annotated[float, typer.Option(
         "--label-smoothing", help="Label smoothing for ce (and bce).",
         rich_help_panel=_TRAIN)] = _D.label_smoothing,
+    mixup: Annotated[float, typer.Option(
+        "--mixup", help="Mixup alpha (timm's Mixup: soft targets, soft-target cross-entropy); "
+                        "0 is off.", rich_help_panel=_TRAIN)] = _D.mixup,
+    cutmix: Annotated[float, typer.Option(
+        "--cutmix", help="CutMix alpha; 0 is off. With --mixup too, each batch uses one of "
+                         "them.", rich_help_panel=_TRAIN)] = _D.cutmix,
     ema: Annotated[bool, typer.Option(
         "--ema/--no-ema", help="Keep an exponential moving average of the weights (timm's "
                                "ModelEmaV3), validate it too and keep the better weights.",
@@ -299,7 +305,7 @@ def finetune_command(
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0 --epochs 10
       tb finetune --config runs/a/args.yaml --lr 3e-4
       tb finetune --task segment --data seg/ --model resnet18 --loss dice
-      tb finetune --data photos/ --model resnet50 --ema --epochs 20
+      tb finetune --data photos/ --model resnet50 --ema --mixup 0.2 --cutmix 1.0
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError
@@ -334,8 +340,8 @@ def finetune_command(
         device=device, channels_last=channels_last, compile=compile_model, amp=amp,
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
-        patience=patience, min_delta=min_delta, layer_decay=layer_decay, ema=ema,
-        ema_decay=ema_decay,
+        patience=patience, min_delta=min_delta, layer_decay=layer_decay, mixup=mixup,
+        cutmix=cutmix, ema=ema, ema_decay=ema_decay,
         out=str(out) if out else None)
     # Only flags typed on the command line (or set in the environment) override a config file
     # or a resumed run; Typer's parameter source tells them from defaults.

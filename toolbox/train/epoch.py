@@ -1,6 +1,7 @@
 """The epoch loop of a fine-tuning run: train an epoch (unfreezing when due, updating the weight
 EMA after each optimizer step), validate the raw and the EMA weights, record the row and keep
 the better weights when the epoch improved; stop on `--patience`, Ctrl-C or a non-finite loss.
+Mixing (`--mixup`, `--cutmix`) happens in the training pass only.
 
 The functions take the `Trainer` (not imported here: it imports this module) and call its task
 hooks (`_meter`, `_row`, `_write_metrics`, `_log_epoch`), which segmentation overrides."""
@@ -78,7 +79,9 @@ def run_epoch(trainer: Any, log: Any, batches: Any = None) -> None:
     grid = ((lambda batch: log.grid(batch, epoch)) if log.writer is not None and epoch == 1
             else None)
     lrs = current_lrs(state.optimizer)
-    ema = state.ema
+    ema, mixer = state.ema, trainer.mixer
+    if mixer is not None:
+        mixer.set_epoch(epoch)
     t0 = time.perf_counter()
     stats = train_epoch(
         trainer.net, batches or loader.batches(epoch), epoch=epoch,
@@ -89,7 +92,7 @@ def run_epoch(trainer: Any, log: Any, batches: Any = None) -> None:
         label=f"epoch {epoch}/{cfg.epochs}", on_first_batch=grid,
         no_sync=trainer.ddp.no_sync if trainer.ddp is not None else None,
         all_finite=ctx.all_finite if ctx.enabled else None,
-        after_step=(lambda: ema.update(trainer.model)) if ema is not None else None)
+        after_step=(lambda: ema.update(trainer.model)) if ema is not None else None, mix=mixer)
     train = meter.reduce(ctx)
     throughput = ctx.all_reduce_sum([stats.images, stats.seconds])
     val = _validate(trainer, trainer.model)

@@ -220,7 +220,7 @@ class SegmentTrainer(Trainer):
             per_class_acc=dict(zip(state.classes, best.per_class, strict=False)),
             class_names=list(state.classes),
             tensorboard_command=tensorboard_command(self.run_dir), lr=float(self.cfg.lr),
-            resumed_from=self.resumed_from, start=start, best_val_miou=best.val_miou,
+            resumed_from=self.resumed_from, start=start, best_val_miou=state.best_acc1,
             best_val_dice=best.val_dice,
             per_class_dice=dict(zip(state.classes, best.per_class_dice, strict=False)))
 

@@ -66,6 +66,9 @@ def run_start(trainer: Any, splits: Any, weights: str, notes: list[str], warning
 def recipe_lines(cfg: FinetuneConfig) -> list[str]:
     """The start table's line for each recipe option in use (EMA, mixing)."""
     lines = []
+    if cfg.mixup or cfg.cutmix:
+        lines.append(f"mixup {cfg.mixup:g}, cutmix {cfg.cutmix:g}: soft targets, train accuracy "
+                     f"against each one's largest class")
     if cfg.ema:
         lines.append(f"EMA of the weights, decay {cfg.ema_decay:g} after a warm-up; the better "
                      f"of raw and EMA is kept")

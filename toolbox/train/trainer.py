@@ -24,6 +24,7 @@ from toolbox.train.ema import WeightEma, ema_columns
 from toolbox.train.engine import amp_setup
 from toolbox.train.epoch import frozen_at, run_epochs
 from toolbox.train.metrics import CSV_COLUMNS, Meter, write_metrics_csv
+from toolbox.train.mixing import batch_mixer, soft_target_loss
 from toolbox.train.modeling import TrainableModel, set_frozen
 from toolbox.train.optim import LrSchedule, build_optimizer
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
@@ -100,7 +101,9 @@ class Trainer:
         splits, built, meta, self.data = self._prepare()
         self.model, self.head = built.model, built.head
         self.loss_fn = self._loss().to(self.device)
-        self.train_loss_fn = self.loss_fn
+        self.mixer = batch_mixer(cfg, len(splits.classes))  # --mixup/--cutmix: soft targets
+        self.train_loss_fn = (soft_target_loss().to(self.device) if self.mixer is not None
+                              else self.loss_fn)
         self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
         optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
