@@ -8,16 +8,13 @@ import csv
 import pytest
 import torch
 import yaml
-from finetune_helpers import digits_folder, read_events
+from finetune_helpers import TINY_ARGS, digits_folder, read_events
 
 from toolbox.models import load_state_dict
 from toolbox.train import FinetuneConfig, finetune
 from toolbox.train.checkpoint import CheckpointSaver, TrainState
 from toolbox.train.ema import WeightEma, best_of, with_ema
 from toolbox.train.results import EpochRow
-
-TINY = ["--model", "test_resnet", "--img-size", "16", "--no-pretrained", "--batch-size", "8",
-        "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +148,7 @@ def test_resume_continues_the_average(digits, tmp_path):
 @pytest.mark.slow
 def test_cli_ema_run_reports_the_kept_weights_in_json(invoke, digits, tmp_path):
     run = tmp_path / "run"
-    result = invoke("finetune", "--data", digits, *TINY, "--epochs", "1", "--ema",
+    result = invoke("finetune", "--data", digits, *TINY_ARGS, "--epochs", "1", "--ema",
                     "--ema-decay", "0.9", "--val-split", "0.25", "--lr", "0.01", "--seed", "3",
                     "--out", run, "--json")
     assert result.exit_code == 0, result.stderr
@@ -161,7 +158,7 @@ def test_cli_ema_run_reports_the_kept_weights_in_json(invoke, digits, tmp_path):
     assert data["best_weights"] == "ema"
     assert data["epochs"][0]["ema_val_acc1"] > data["epochs"][0]["val_acc1"]
     assert yaml.safe_load((run / "args.yaml").read_text())["ema"] is True
-    bad = invoke("finetune", "--data", digits, *TINY, "--ema", "--ema-decay", "1.5",
+    bad = invoke("finetune", "--data", digits, *TINY_ARGS, "--ema", "--ema-decay", "1.5",
                  "--print-config")
     assert bad.exit_code == 2 and "--ema-decay must be between 0 and 1" in bad.stderr
 

@@ -8,22 +8,14 @@ import math
 
 import pytest
 import torch
-from finetune_helpers import digits_folder
+from finetune_helpers import TINY_ARGS, digits_folder, flat
 
 from toolbox.train.mixing import BatchMixer, hard_labels, soft_target_loss
-
-TINY = ["--model", "test_resnet", "--img-size", "16", "--no-pretrained", "--batch-size", "8",
-        "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     return digits_folder(tmp_path_factory.mktemp("digits") / "d", per_class=12)
-
-
-def _flat(text: str) -> str:
-    """An error shown in Typer's usage box, as one line (box borders and wrapping dropped)."""
-    return " ".join(text.replace("│", " ").split())
 
 
 @pytest.mark.parametrize("mixup, cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
@@ -56,11 +48,11 @@ def test_label_smoothing_goes_into_the_targets_and_the_loss_takes_them():
 @pytest.mark.slow
 def test_a_mixup_run_trains_on_soft_targets(invoke, digits, tmp_path):
     run = tmp_path / "run"
-    result = invoke("finetune", "--data", digits, *TINY, "--epochs", "2", "--mixup", "0.4",
+    result = invoke("finetune", "--data", digits, *TINY_ARGS, "--epochs", "2", "--mixup", "0.4",
                     "--cutmix", "1.0", "--label-smoothing", "0.1", "--lr", "0.01",
                     "--out", run)
     assert result.exit_code == 0, result.stderr
-    assert "mixup 0.4, cutmix 1: soft targets" in _flat(result.stderr)
+    assert "mixup 0.4, cutmix 1: soft targets" in flat(result.stderr)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == 2 and all(math.isfinite(float(r["train_loss"])) for r in rows)
     assert (run / "model.safetensors").is_file()
@@ -73,7 +65,7 @@ def test_a_mixup_run_trains_on_soft_targets(invoke, digits, tmp_path):
     (["--mixup", "-1"], "--mixup and --cutmix must not be negative"),
 ])
 def test_combinations_that_cannot_mix_are_usage_errors(invoke, digits, extra, message):
-    result = invoke("finetune", "--data", digits, *TINY, "--mixup", "0.2", *extra,
+    result = invoke("finetune", "--data", digits, *TINY_ARGS, "--mixup", "0.2", *extra,
                     "--print-config")
     assert result.exit_code == 2
-    assert message in _flat(result.stderr) and "Traceback" not in result.stderr
+    assert message in flat(result.stderr) and "Traceback" not in result.stderr
