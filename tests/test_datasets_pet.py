@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
-from datasets_helpers import FileServer, md5
+from datasets_helpers import FileServer, _tar_bytes, md5
 
 from toolbox.datasets import REGISTRY_ENV, get_dataset, open_dataset
 from toolbox.errors import ToolboxError
@@ -18,16 +17,6 @@ from toolbox.images import read_image, read_mask
 TRAINVAL = ["Abyssinian_1", "Abyssinian_2", "basset_hound_1"]
 TEST = ["Bombay_3", "pug_7"]
 SIZE = 24
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _encode(array: np.ndarray, fmt: str) -> bytes:
@@ -63,7 +52,7 @@ def pet_files() -> dict[str, bytes]:
     for k, i in enumerate(ids):
         annotations[f"annotations/trimaps/{i}.png"] = _encode(_trimap(k), "PNG")
         annotations[f"annotations/trimaps/._{i}.png"] = b"\x00\x05\x16\x07"
-    return {"images.tar.gz": _tar(images), "annotations.tar.gz": _tar(annotations)}
+    return {"images.tar.gz": _tar_bytes(images), "annotations.tar.gz": _tar_bytes(annotations)}
 
 
 def _registry(tmp_path, files: dict[str, bytes], mirror: str):
