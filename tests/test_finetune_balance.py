@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from finetune_helpers import digits_folder, pick, write_image_folder
+from finetune_helpers import TINY_ARGS, digits_folder, flat, pick, write_image_folder
 
 from toolbox.losses import build_loss
 from toolbox.models import ModelMeta
@@ -16,8 +16,6 @@ from toolbox.sources import ArraySource
 from toolbox.train.balance import class_counts, inverse_frequency, sample_weights
 from toolbox.train.data import DataSplits, load_splits, prepare_run_data, rank_share
 
-TINY = ["--model", "test_resnet", "--img-size", "16", "--no-pretrained", "--batch-size", "8",
-        "--workers", "0"]
 MANY, FEW, MID = 40, 8, 20  # images per class on disk: 5:1 between the largest and smallest
 
 
@@ -34,11 +32,6 @@ def imbalanced(tmp_path_factory):
     labels = np.array([0] * MANY + [1] * FEW + [2] * MID)
     return write_image_folder(tmp_path_factory.mktemp("imbalanced") / "d", keep, labels,
                               {0: "many", 1: "few", 2: "mid"})
-
-
-def _flat(text: str) -> str:
-    """An error shown in Typer's usage box, as one line (box borders and wrapping dropped)."""
-    return " ".join(text.replace("│", " ").split())
 
 
 def _json(stdout: str) -> dict:
@@ -128,7 +121,7 @@ def test_sample_weights_follow_the_class():
 
 @pytest.mark.slow
 def test_start_table_lists_counts_only_past_3_to_1(invoke, imbalanced, tmp_path):
-    result = invoke("finetune", "--data", imbalanced, *TINY, "--epochs", "1", "--val-split",
+    result = invoke("finetune", "--data", imbalanced, *TINY_ARGS, "--epochs", "1", "--val-split",
                     "0.25", "--json", "--out", tmp_path / "skewed")
     assert result.exit_code == 0, result.stderr
     start = _json(result.stdout)["start"]
@@ -137,7 +130,7 @@ def test_start_table_lists_counts_only_past_3_to_1(invoke, imbalanced, tmp_path)
     assert hint and "--class-weights auto" in hint[0] and "--sampler balanced" in hint[0]
     assert "5.0:1" in hint[0]
     even = digits_folder(tmp_path / "even", per_class=8, classes=2)
-    result = invoke("finetune", "--data", even, *TINY, "--epochs", "1", "--json", "--out",
+    result = invoke("finetune", "--data", even, *TINY_ARGS, "--epochs", "1", "--json", "--out",
                     tmp_path / "even_run")
     assert result.exit_code == 0, result.stderr
     start = _json(result.stdout)["start"]
@@ -146,34 +139,39 @@ def test_start_table_lists_counts_only_past_3_to_1(invoke, imbalanced, tmp_path)
 
 def test_class_weights_and_sampler_in_a_run(invoke, imbalanced, tmp_path):
     run = tmp_path / "weighted"
-    result = invoke("finetune", "--data", imbalanced, *TINY, "--epochs", "1", "--val-split",
+    result = invoke("finetune", "--data", imbalanced, *TINY_ARGS, "--epochs", "1", "--val-split",
                     "0.25", "--class-weights", "auto", "--out", run)
     assert result.exit_code == 0, result.stderr
     weights = inverse_frequency([6, 30, 15])
     shown = ", ".join(f"{w:.2f}" for w in weights)
-    assert f"class weights (inverse frequency, mean 1): {shown}" in _flat(result.stderr)
-    assert "few 6, many 30, mid 15" in _flat(result.stderr)  # the table row stays
-    assert "consider --class-weights" not in _flat(result.stderr)  # the hint does not
+    assert f"class weights (inverse frequency, mean 1): {shown}" in flat(result.stderr)
+    assert "few 6, many 30, mid 15" in flat(result.stderr)  # the table row stays
+    assert "consider --class-weights" not in flat(result.stderr)  # the hint does not
     # Resuming may switch the sampler (it changes how the remaining epochs draw).
     result = invoke("finetune", "--resume", run, "--epochs", "2", "--sampler", "balanced")
     assert result.exit_code == 0, result.stderr
-    assert "changed on resume: sampler shuffle -> balanced" in _flat(result.stderr)
-    assert "balanced sampler" in _flat(result.stderr)
+    assert "changed on resume: sampler shuffle -> balanced" in flat(result.stderr)
+    assert "balanced sampler" in flat(result.stderr)
 
 
 def test_bad_values_are_usage_errors(invoke, imbalanced, tmp_path):
-    result = invoke("finetune", "--data", imbalanced, *TINY, "--sampler", "balance",
+    result = invoke("finetune", "--data", imbalanced, *TINY_ARGS, "--sampler", "balance",
                     "--print-config")
-    assert result.exit_code == 2 and "unknown sampler 'balance'" in _flat(result.stderr)
-    assert "did you mean: balanced" in _flat(result.stderr)
-    result = invoke("finetune", "--data", imbalanced, *TINY, "--class-weights", "auto",
+    assert result.exit_code == 2 and "unknown sampler 'balance'" in flat(result.stderr)
+    assert "did you mean: balanced" in flat(result.stderr)
+    result = invoke("finetune", "--data", imbalanced, *TINY_ARGS, "--class-weights", "auto",
                     "--loss", "bce", "--print-config")
     assert result.exit_code == 2
-    assert "--class-weights does not apply to the bce loss" in _flat(result.stderr)
+    assert "--class-weights does not apply to the bce loss" in flat(result.stderr)
+    result = invoke("finetune", "--data", imbalanced, *TINY_ARGS, "--class-weights", "auto",
+                    "--mixup", "0.2", "--print-config")
+    assert result.exit_code == 2
+    assert "--class-weights does not apply with --mixup or --cutmix" in flat(result.stderr)
+    assert "--sampler balanced instead" in flat(result.stderr)
     result = invoke("finetune", "--task", "segment", "--data", tmp_path, "--sampler",
                     "balanced", "--print-config")
     assert result.exit_code == 2
-    assert "--sampler balanced does not apply to --task segment" in _flat(result.stderr)
+    assert "--sampler balanced does not apply to --task segment" in flat(result.stderr)
     assert "Traceback" not in result.stderr
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from finetune_helpers import pick, write_image_folder
+from finetune_helpers import flat, pick, write_image_folder
 
 from toolbox import runs
 from toolbox.images import read_image
@@ -181,10 +181,9 @@ def test_resize_cannot_change_on_resume_and_segment_refuses_it(letterbox_run, in
                                                                tmp_path):
     result = invoke("finetune", "--resume", letterbox_run, "--resize", "squash")
     assert result.exit_code == 2
-    flat = " ".join(result.stderr.replace("│", " ").split())
-    assert "--resize cannot change on resume (the run has 'letterbox', asked 'squash')" in flat
+    assert "--resize cannot change on resume (the run has 'letterbox', asked 'squash')" in flat(
+        result.stderr)
     result = invoke("finetune", "--task", "segment", "--data", tmp_path, "--resize",
                     "letterbox", "--print-config")
     assert result.exit_code == 2
-    assert "--resize letterbox does not apply to --task segment" in " ".join(
-        result.stderr.replace("│", " ").split())
+    assert "--resize letterbox does not apply to --task segment" in flat(result.stderr)

@@ -68,6 +68,10 @@ class FinetuneConfig:
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     class_weights: str = "none"  # or "auto": inverse class frequency (train.balance)
+    mixup: float = 0.0  # timm's Mixup alpha (Beta(a, a) mixing); 0 is off
+    cutmix: float = 0.0  # CutMix alpha; 0 is off
+    ema: bool = False  # keep an EMA of the weights, validate it too, keep the better
+    ema_decay: float = 0.9998  # reached after timm's warm-up
     patience: int | None = None  # stop after this many epochs without improvement
     min_delta: float = 0.0  # the smallest val accuracy gain that counts as one
     # outputs
@@ -112,6 +116,8 @@ class FinetuneConfig:
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (self.backbone_lr_scale > 0, "--backbone-lr-scale must be positive"),
             (self.workers is None or self.workers >= 0, "--workers must not be negative"),
+            (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must not be negative"),
+            (0.0 < self.ema_decay < 1.0, "--ema-decay must be between 0 and 1"),
             (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
             (self.min_delta >= 0, "--min-delta must not be negative"),
             (self.layer_decay is None or 0.0 < self.layer_decay <= 1.0,
@@ -152,6 +158,17 @@ class FinetuneConfig:
                 if value != default:
                     raise UsageError(f"{flag} {value} does not apply to --task segment",
                                      f"drop {flag}", param=flag)
+            if self.mixup or self.cutmix:
+                raise UsageError("--mixup and --cutmix do not apply to --task segment",
+                                 "drop them; they mix whole-image labels")
+        elif (self.mixup or self.cutmix) and self.loss != "ce":
+            raise UsageError(f"--mixup and --cutmix train on soft targets, which the "
+                             f"{self.loss} loss cannot take", "use --loss ce (the default)")
+        elif (self.mixup or self.cutmix) and self.class_weights != "none":
+            raise UsageError("--class-weights does not apply with --mixup or --cutmix (the "
+                             "soft-target loss takes no class weights)",
+                             "balance the classes with --sampler balanced instead",
+                             param="--class-weights")
         for kind, flag, value, table in (("optimizer", "--opt", self.opt, OPTIMIZERS),
                                          ("scheduler", "--sched", self.sched, SCHEDULERS),
                                          ("loss", "--loss", self.loss, losses),

@@ -567,21 +567,24 @@ class RunData:
         """The loss's per-class weights for `--class-weights rule` (None: unweighted)."""
         return balance.inverse_frequency(self.class_counts) if rule == "auto" else None
 
-    def balance_notes(self, class_weights: str, sampler: str) -> list[str]:
-        """What the start table says about class balance: the weights in use, or a hint when
-        the classes are imbalanced and nothing balances them."""
-        notes = []
+    def balance_lines(self, class_weights: str, sampler: str) -> list[str]:
+        """The start table's recipe lines for the class balancing in use."""
+        lines = []
         if class_weights == "auto":
             weights = ", ".join(f"{w:.2f}" for w in self.class_weights(class_weights))
-            notes.append(f"class weights (inverse frequency, mean 1): {weights}")
+            lines.append(f"class weights (inverse frequency, mean 1): {weights}")
         if sampler == "balanced":
-            notes.append("balanced sampler: each class drawn about equally often")
+            lines.append("balanced sampler: each class drawn about equally often")
+        return lines
+
+    def imbalance_hint(self, class_weights: str, sampler: str) -> list[str]:
+        """A note when the classes are imbalanced past 3:1 and nothing balances them."""
         ratio = balance.imbalance(self.class_counts)
-        if not notes and ratio > balance.IMBALANCE_SHOWN:
-            shown = "no training image" if math.isinf(ratio) else f"{ratio:.1f}:1"
-            notes.append(f"the classes are imbalanced ({shown}, largest to smallest); "
-                         f"consider --class-weights auto or --sampler balanced")
-        return notes
+        if self.balance_lines(class_weights, sampler) or ratio <= balance.IMBALANCE_SHOWN:
+            return []
+        shown = "a class has no training image" if math.isinf(ratio) else f"{ratio:.1f}:1"
+        return [f"the classes are imbalanced ({shown}, largest to smallest); "
+                f"consider --class-weights auto or --sampler balanced"]
 
     def counts(self, ctx: Any) -> tuple[int, int, list[str]]:
         """Training and validation images over every rank, and what the start table warns
