@@ -41,6 +41,7 @@ def test_segmentation_run_exports_and_runs_in_predict_and_evaluate(segment_run, 
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["task"] == "segment" and report["metadata"]["task"] == "segment"
+    assert json.loads(report["metadata"]["resize"])["mode"] == "squash"  # images resized whole
     assert report["parity"]["samples"] == 4  # the run's 4 validation canvases
     assert report["parity"]["top1_agreement"] >= 0.99  # of every pixel
     assert "validation images of the run" in report["parity"]["images"]

@@ -60,10 +60,12 @@ def resize_rule(meta: ModelMeta) -> dict[str, object]:
     centred, the rest filled with `pad`) and the interpolation."""
     from toolbox.preprocess import LETTERBOX_PAD
 
-    rule: dict[str, object] = {"mode": meta.resize, "interpolation": meta.interpolation}
-    if meta.resize == "crop":
+    # Segmentation resizes images (and masks) whole, whatever older files record.
+    mode = "squash" if meta.task == "segment" else meta.resize
+    rule: dict[str, object] = {"mode": mode, "interpolation": meta.interpolation}
+    if mode == "crop":
         rule["crop_pct"] = meta.crop_pct
-    if meta.resize == "letterbox":
+    if mode == "letterbox":
         rule["pad"] = LETTERBOX_PAD
     return rule
 

@@ -92,7 +92,7 @@ def build_segment_model(*, model: str, class_names: list[str], decoder: str, pre
                      class_names=list(class_names), input_size=tuple(cfg["input_size"]),
                      mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
                      interpolation=str(cfg["interpolation"]), crop_pct=1.0,
-                     task="segment", decoder=decoder)
+                     resize="squash", task="segment", decoder=decoder)
     return TrainableModel(net, DECODER, meta, [], warnings, f"{source}, {decoder} decoder")
 
 
