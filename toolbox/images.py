@@ -126,8 +126,6 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises:
         ImageReadError: the file is empty, truncated, or not an image.
     """
-    import imageio.v3 as iio
-
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -135,12 +133,14 @@ def read_image(path: str | Path) -> np.ndarray:
         plain = _read_plain(path)
         if plain is not None:
             return as_rgb_uint8(plain)
+        import imageio.v3 as iio  # only here: each training worker would import it
+
         # rotate=True applies the EXIF orientation; the palette is applied by the plugin.
         # index=0: the first frame of an animated GIF or multi-page TIFF (without it a GIF
         # comes back as a (frames, H, W, 3) stack).
         array = iio.imread(path, plugin="pillow", rotate=True, index=0)
         return as_rgb_uint8(np.asarray(array))
-    except ImageReadError:
+    except (ImageReadError, ImportError):  # a broken install is no property of the file
         raise
     except FileNotFoundError as exc:
         raise ImageReadError(path, "file not found") from exc

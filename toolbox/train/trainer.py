@@ -81,10 +81,11 @@ def _run_start(trainer: Trainer, splits: data_mod.DataSplits, weights: str, note
     """The start table of `trainer`, set up."""
     state, data = trainer.state, trainer.data
     total, trainable, frozen = parameter_counts(trainer.model)
-    train_images, val_images, skipped = data.counts(trainer.ctx)
+    train_images, val_images, unreadable, skipped = data.counts(trainer.ctx)
     return RunStart(
         run_dir=trainer.run_dir, data=splits.description, train_images=train_images,
-        val_images=val_images, classes=splits.classes, model=state.meta.model,
+        val_images=val_images, skipped=unreadable + len(splits.not_images),
+        classes=splits.classes, model=state.meta.model,
         weights=weights, input_size=tuple(state.meta.input_size), total_params=total,
         trainable_params=trainable, frozen_params=frozen, device=str(trainer.device),
         amp=trainer.amp.label, world_size=trainer.ctx.world_size, epochs=trainer.cfg.epochs,
