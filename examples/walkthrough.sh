@@ -10,7 +10,8 @@
 #   PER_SPLIT=5000 EPOCHS=5 examples/walkthrough.sh   (or smaller: MODEL=resnet10t PER_SPLIT=200)
 # Environment: FMNIST_DIR (Debian's files), PER_SPLIT (images exported per split), EPOCHS,
 # MODEL, IMG_SIZE, SEG_COUNT (training canvases; a quarter as many for validation), SEG_SIZE
-# (canvas side), TB (the tb program to run).
+# (canvas side), TB (the tb program to run), PET=1 (with a network: step 9, Oxford-IIIT Pet,
+# an 811 MB download).
 set -euo pipefail
 
 FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
@@ -69,5 +70,13 @@ step "8. Segmentation: garments on ${SEG_SIZE}px canvases (binary masks), a segm
   --out "$WORK/seg-run"
 "$TB" predict "$WORK/seg/val/images/0000*.png" --run "$WORK/seg-run" --out "$WORK/seg-masks"
 "$TB" evaluate --run "$WORK/seg-run" --data "$WORK/seg" --out "$WORK/seg-eval"
+
+if [ "${PET:-0}" = 1 ]; then
+  step "9. Real photos: Oxford-IIIT Pet (pet/background trimaps) as a segmentation folder"
+  "$TB" datasets fetch oxford-iiit-pet --root "$WORK/data"
+  "$TB" finetune --task segment --data "$WORK/data/oxford-iiit-pet/segmentation" \
+    --model "$MODEL" --img-size 128 --loss ce+dice --epochs "$EPOCHS" --seed 0 \
+    --out "$WORK/pet-run"
+fi
 
 step "Done. See it all in TensorBoard: tensorboard --logdir $WORK (both runs)"

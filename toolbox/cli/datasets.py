@@ -75,7 +75,8 @@ def fetch_command(
     export_segmentation: Annotated[Path | None, typer.Option(
         "--export-segmentation", help="Also write a segmentation set for `tb finetune --task "
         "segment`: canvases holding 1 to 4 images at random places, masks = class + 1 "
-        "(MNIST family; 2,000 train and 500 val canvases by default).")] = None,
+        "(MNIST family; 2,000 train and 500 val canvases by default). For oxford-iiit-pet: "
+        "where its folder goes (default ROOT/oxford-iiit-pet/segmentation).")] = None,
     binary: Annotated[bool, typer.Option(
         "--binary", help="With --export-segmentation: foreground/background masks.")] = False,
     canvas_size: Annotated[int, typer.Option(
@@ -92,6 +93,8 @@ def fetch_command(
 ) -> None:
     """Fetch a data set into --root, verify every file, and check torchvision loads it.
 
+A segmentation set (oxford-iiit-pet) becomes a folder for `tb finetune --task segment`.
+
     Downloads use timeouts, retries with backoff and HTTP Range resume of FILE.part.
 
     --mirror URLs are tried first, then the official ones; every file's MD5 is checked before use.
@@ -106,6 +109,7 @@ def fetch_command(
       tb datasets fetch mnist --root ./data --mirror https://example.org/mnist/
       tb datasets fetch mnist --root data --export-folder mnist-png --export-max 50
       tb datasets fetch fashion-mnist --root data --export-segmentation seg --binary
+      tb datasets fetch oxford-iiit-pet --root data
     """
     from toolbox.cli.progress import make_progress
     from toolbox.datasets import DownloadSettings, default_root, fetch_dataset, get_dataset
@@ -134,15 +138,17 @@ def fetch_command(
         [(f.filename, f.action, f.source, _mb(f.bytes),
           f"{f.mb_per_s:.1f}" if f.mb_per_s else "-", f.verified_by) for f in result.files],
         right=("size", "MB/s"), wrap=("source", "verified by")))
-    pairs = [("loaded by torchvision", ", ".join(f"{k} {v:,}" for k, v in result.splits.items())),
+    seg = result.segmentation
+    split_label = "image/mask pairs" if seg is not None else "loaded by torchvision"
+    pairs = [(split_label, ", ".join(f"{k} {v:,}" for k, v in result.splits.items())),
              ("classes", result.classes), ("seconds", f"{result.seconds:.1f}")]
     if result.export is not None:
         counts = ", ".join(f"{k} {v:,}" for k, v in result.export.counts.items())
         pairs.append(("exported", f"{result.export.dest} ({counts} PNGs)"))
-    seg = result.segmentation
     if seg is not None:
         counts = ", ".join(f"{k} {v:,}" for k, v in seg.counts.items())
-        pairs.append(("segmentation", f"{seg.dest} ({counts} {seg.size}x{seg.size} canvases, "
+        what = f"{seg.size}x{seg.size} canvases" if hasattr(seg, "size") else "images"
+        pairs.append(("segmentation", f"{seg.dest} ({counts} {what}, "
                                       f"{len(seg.classes)} classes)"))
     render.show(render.key_values(None, pairs))
     if seg is not None:

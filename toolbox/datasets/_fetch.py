@@ -24,7 +24,13 @@ from toolbox.datasets._download import (
 )
 from toolbox.datasets._extract import extract_archive, gunzip, is_archive
 from toolbox.datasets._loader import SPLITS, fetch_command, open_dataset
-from toolbox.datasets._registry import DatasetInfo, RemoteFile, get_dataset
+from toolbox.datasets._pet import SegmentationFolder, build_pet_segmentation
+from toolbox.datasets._registry import (
+    SEGMENTATION_LOADERS,
+    DatasetInfo,
+    RemoteFile,
+    get_dataset,
+)
 from toolbox.datasets._verify import (
     MANIFEST_DIR,
     check_dataset,
@@ -77,11 +83,11 @@ class FetchResult:
     root: Path
     state: str  # fetched, imported, adopted (torchvision's own download), already present
     files: list[FileReport]
-    splits: dict[str, int]  # samples torchvision loaded per split (download=False)
+    splits: dict[str, int]  # samples per split: torchvision loaded them, or pairs written
     classes: int
     seconds: float
     export: ExportResult | None = None
-    segmentation: CanvasExport | None = None
+    segmentation: CanvasExport | SegmentationFolder | None = None
 
 
 def mirror_urls(info: DatasetInfo, filename: str, mirrors: Sequence[str] = ()) -> list[str]:
@@ -407,6 +413,12 @@ def fetch_dataset(*, name: str, root: Path, mirrors: Sequence[str] = (),
     progress = progress or NullProgress()
     settings = settings or DownloadSettings()
     info = get_dataset(name)
+    segmentation_set = info.loader in SEGMENTATION_LOADERS
+    if segmentation_set and (export_folder is not None or export_max or binary
+                             or canvas_size != 96):
+        raise UsageError(f"{info.name} is a segmentation data set: --export-folder, "
+                         "--export-max, --binary and --canvas-size do not apply",
+                         "leave them out (--export-segmentation DIR picks the folder)")
     root = Path(root)
     t0 = time.monotonic()
     status = check_dataset(info, root, full=True)
@@ -433,6 +445,10 @@ def fetch_dataset(*, name: str, root: Path, mirrors: Sequence[str] = (),
     else:
         # Record what was verified, so later opens need not hash everything again.
         write_manifest(info, root, status.digests, source="verified in place")
+    if segmentation_set:
+        folder = build_pet_segmentation(info, root, export_segmentation, progress)
+        return FetchResult(info.name, root, state, reports, folder.counts, len(folder.classes),
+                           time.monotonic() - t0, segmentation=folder)
     try:
         opened = [open_dataset(name, root, split) for split in SPLITS]
         splits = {ds.split: len(ds) for ds in opened}

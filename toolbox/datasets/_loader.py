@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toolbox.datasets._registry import DatasetInfo, get_dataset
+from toolbox.datasets._pet import default_segmentation_dir
+from toolbox.datasets._registry import SEGMENTATION_LOADERS, DatasetInfo, get_dataset
 from toolbox.datasets._verify import check_dataset
 from toolbox.errors import ToolboxError
 from toolbox.images import as_rgb_uint8
@@ -116,6 +117,10 @@ def open_dataset(name: str, root: str | Path, split: str = "train") -> FetchedDa
     """
     info = get_dataset(name)
     root = Path(root)
+    if info.loader in SEGMENTATION_LOADERS:
+        raise ToolboxError(f"'{name}' is a segmentation data set: a fetch builds it as a folder",
+                           f"{fetch_command(name, root)}, then tb finetune --task segment "
+                           f"--data {default_segmentation_dir(info, Path(root))}")
     if split not in SPLITS:
         raise ToolboxError(f"unknown split '{split}' for data set '{name}'",
                            "use split 'train' or 'test'")

@@ -71,6 +71,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
     # CLI's option defaults (read from FinetuneConfig) need neither.
     from toolbox.train.distributed import setup_distributed
     from toolbox.train.resume import plan_resume
+    from toolbox.train.segment import SegmentTrainer
     from toolbox.train.trainer import Trainer
 
     progress = progress or NullProgress()
@@ -91,9 +92,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
             if ctx.is_main:
                 _check_out(run_dir)
         config.out = str(run_dir)
-        trainer: type[Trainer] = Trainer
-        if config.task == "segment":
-            from toolbox.train.segment import SegmentTrainer as trainer
+        trainer = SegmentTrainer if config.task == "segment" else Trainer
         return trainer(config, ctx, device, run_dir, state, resumed_from, progress,
                        on_start, on_epoch, lr_note, plan).run()
     finally:
