@@ -59,3 +59,13 @@ def read_events(run_dir: Path):
                                                         "tensors": 0})
     acc.Reload()
     return acc
+
+
+# A tiny classifier for CLI runs that train on `digits_folder` data in seconds.
+TINY_ARGS = ["--model", "test_resnet", "--img-size", "16", "--no-pretrained", "--batch-size", "8",
+             "--workers", "0"]
+
+
+def flat(text: str) -> str:
+    """An error shown in Typer's usage box, as one line (box borders and wrapping dropped)."""
+    return " ".join(text.replace("│", " ").split())

@@ -45,13 +45,16 @@ def _settings(start: RunStart) -> Table:
                    f"{len(start.classes)} classes"
                    + (", decoded once into memory" if start.cached else "")),
         ("model", f"{start.model} ({start.weights})"),
-        ("input", "x".join(str(v) for v in start.input_size)),
+        ("input", "x".join(str(v) for v in start.input_size) + f" ({start.resize})"),
+        *([("class counts", ", ".join(f"{name} {n}" for name, n in start.class_counts.items())
+            + " (train; imbalanced more than 3:1)")] if start.class_counts else []),
         ("parameters", f"{render.human_count(start.total_params)} total, "
                        f"{render.human_count(start.trainable_params)} trainable, "
                        f"{render.human_count(start.frozen_params)} frozen"),
         ("device", f"{start.device}" + (f" x {start.world_size} processes"
                                         if start.world_size > 1 else "")),
         ("mixed precision", start.amp),
+        *[("recipe", line) for line in start.recipe],
         ("learning rate", f"{start.lr:g}" + (f" ({start.lr_note})" if start.lr_note else "")),
         ("epochs", f"{start.epochs}{resumed}"),
         ("run folder", str(start.run_dir)),
@@ -72,13 +75,26 @@ def _show_epoch(row: EpochRow | SegmentEpochRow, topk: int) -> None:
     if hasattr(row, "val_miou"):
         render.note(f"epoch {row.epoch}: train loss {row.train_loss:.3f} | val loss "
                     f"{row.val_loss:.3f} mIoU {_pct(row.val_miou)} Dice {_pct(row.val_dice)} "
-                    f"pixel acc {_pct(row.val_pixel_acc)} | lr {row.lr:.2g} | "
+                    f"pixel acc {_pct(row.val_pixel_acc)}{_ema_note(row)} | lr {row.lr:.2g} | "
                     f"{row.images_per_s:.0f} img/s | {row.epoch_time_s:.1f}s")
         return
     render.note(f"epoch {row.epoch}: train loss {row.train_loss:.3f} acc {_pct(row.train_acc1)}"
                 f" | val loss {row.val_loss:.3f} acc {_pct(row.val_acc1)} top-{topk} "
-                f"{_pct(row.val_acc5)} | lr {row.lr:.2g} | {row.images_per_s:.0f} img/s | "
-                f"{row.epoch_time_s:.1f}s")
+                f"{_pct(row.val_acc5)}{_ema_note(row)} | lr {row.lr:.2g} | "
+                f"{row.images_per_s:.0f} img/s | {row.epoch_time_s:.1f}s")
+
+
+def _ema_note(row: EpochRow | SegmentEpochRow) -> str:
+    """The EMA weights' score in an epoch line (with --ema)."""
+    if row.ema_val_loss is None:
+        return ""
+    name = "mIoU" if hasattr(row, "val_miou") else "acc"
+    return f" | EMA {name} {_pct(getattr(row, 'ema_' + row.SCORE))}"
+
+
+def _kept(result: FinetuneResult) -> str:
+    """Which weights the model file holds, when --ema made it a choice."""
+    return "its EMA weights " if result.best_weights == "ema" else ""
 
 
 def _show_segment_result(result: SegmentResult) -> None:
@@ -95,8 +111,8 @@ def _show_segment_result(result: SegmentResult) -> None:
     render.show(render.table(None, ["class", "val IoU", "val Dice"], per_class,
                              right=["val IoU", "val Dice"]))
     render.stdout.print(f"val mIoU {_pct(result.best_val_miou)}, Dice "
-                        f"{_pct(result.best_val_dice)} (best epoch {result.best_epoch}, saved "
-                        f"as {result.model_file})")
+                        f"{_pct(result.best_val_dice)} (best epoch {result.best_epoch}, "
+                        f"{_kept(result)}saved as {result.model_file})")
 
 
 def _show_result(result: FinetuneResult) -> None:
@@ -119,7 +135,7 @@ def _show_result(result: FinetuneResult) -> None:
     render.show(render.table(None, ["class", "val accuracy"], per_class,
                              right=["val accuracy"]))
     render.stdout.print(f"val accuracy {_pct(result.best_val_acc1)} (best epoch "
-                        f"{result.best_epoch}, saved as {result.model_file})")
+                        f"{result.best_epoch}, {_kept(result)}saved as {result.model_file})")
     _show_run(result)
 
 
@@ -165,6 +181,15 @@ def finetune_command(
         "--cache/--no-cache", help="Decode images once into memory (default: when they fit "
                                    "in 4 GiB).", show_default=False, rich_help_panel=_DATA)
     ] = None,
+    resize: Annotated[str, typer.Option(
+        "--resize", help="How an image meets the input size: crop (shorter side, centre crop), "
+                         "squash (to SxS, aspect lost) or letterbox (longer side, padded with "
+                         "black). Recorded in the model file for predict, evaluate "
+                         "and export.", rich_help_panel=_DATA)] = _D.resize,
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="shuffle (each image once an epoch) or balanced (draws with "
+                          "replacement, every class equally likely).", rich_help_panel=_DATA)
+    ] = _D.sampler,
     model: Annotated[str, typer.Option(
         "--model", help="timm or torchvision name, as `tb models list` shows.",
         rich_help_panel=_MODEL)] = _D.model,
@@ -231,6 +256,23 @@ def finetune_command(
     label_smoothing: Annotated[float, typer.Option(
         "--label-smoothing", help="Label smoothing for ce (and bce).",
         rich_help_panel=_TRAIN)] = _D.label_smoothing,
+    class_weights: Annotated[str, typer.Option(
+        "--class-weights", help="none, or auto: weigh the loss (ce, focal) by inverse class "
+                                "frequency of the training split, mean weight 1.",
+        rich_help_panel=_TRAIN)] = _D.class_weights,
+    mixup: Annotated[float, typer.Option(
+        "--mixup", help="Mixup alpha (timm's Mixup: soft targets, soft-target cross-entropy); "
+                        "0 is off.", rich_help_panel=_TRAIN)] = _D.mixup,
+    cutmix: Annotated[float, typer.Option(
+        "--cutmix", help="CutMix alpha; 0 is off. With --mixup too, each batch uses one of "
+                         "them.", rich_help_panel=_TRAIN)] = _D.cutmix,
+    ema: Annotated[bool, typer.Option(
+        "--ema/--no-ema", help="Keep an exponential moving average of the weights (timm's "
+                               "ModelEmaV3), validate it too and keep the better weights.",
+        rich_help_panel=_TRAIN)] = _D.ema,
+    ema_decay: Annotated[float, typer.Option(
+        "--ema-decay", help="EMA decay, reached after a warm-up from 0 (short runs still "
+                            "average usefully).", rich_help_panel=_TRAIN)] = _D.ema_decay,
     patience: Annotated[int | None, typer.Option(
         "--patience", help="Stop when the validation accuracy has not improved for this many "
                            "epochs.", rich_help_panel=_TRAIN)] = _D.patience,
@@ -273,11 +315,13 @@ def finetune_command(
     Examples:
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
+      tb finetune --data skewed/ --class-weights auto --resize letterbox
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0 --epochs 10
       tb finetune --config runs/a/args.yaml --lr 3e-4
       tb finetune --task segment --data seg/ --model resnet18 --loss dice
+      tb finetune --data photos/ --model resnet50 --ema --mixup 0.2 --cutmix 1.0
     """
     from toolbox.cli.progress import make_progress
     from toolbox.errors import UsageError
@@ -303,7 +347,8 @@ def finetune_command(
         # Absolute paths in args.yaml, so `--resume` works from any folder.
         data=str(data.resolve()) if data else None, dataset=dataset,
         root=str(root.resolve()) if root else None,
-        val_split=val_split, img_size=img_size, augment=augment, cache=cache, model=model,
+        val_split=val_split, img_size=img_size, augment=augment, cache=cache, resize=resize,
+        sampler=sampler, class_weights=class_weights, model=model,
         pretrained=pretrained, weights=str(weights.resolve()) if weights else None, freeze=freeze,
         unfreeze_at=unfreeze_at, backbone_lr_scale=backbone_lr_scale,
         epochs=epochs, batch_size=batch_size, lr=lr,
@@ -312,7 +357,8 @@ def finetune_command(
         device=device, channels_last=channels_last, compile=compile_model, amp=amp,
         amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
         milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
-        patience=patience, min_delta=min_delta, layer_decay=layer_decay,
+        patience=patience, min_delta=min_delta, layer_decay=layer_decay, mixup=mixup,
+        cutmix=cutmix, ema=ema, ema_decay=ema_decay,
         out=str(out) if out else None)
     # Only flags typed on the command line (or set in the environment) override a config file
     # or a resumed run; Typer's parameter source tells them from defaults.

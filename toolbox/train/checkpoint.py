@@ -3,6 +3,7 @@ read back with `weights_only=True` for `--resume`."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def row_dict(row: EpochRow) -> dict[str, Any]:
     """An epoch row as plain values (checkpoints are loaded with `weights_only=True`)."""
-    return {k: getattr(row, k) for k in row.__dataclass_fields__}
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
 
 
 @dataclass
@@ -81,6 +82,8 @@ class TrainState:
     best_acc1: float = -1.0  # the best epoch's score: top-1, or mIoU when segmenting
     best_epoch: int = 0
     row_type: type = EpochRow  # the task's epoch row (segmentation has its own)
+    ema: Any = None  # a WeightEma with --ema
+    best_weights: str = "raw"  # which weights the best epoch saved: "raw" or "ema"
 
     def to_dict(self, interrupted: bool = False) -> dict[str, Any]:
         return {
@@ -91,17 +94,22 @@ class TrainState:
             "args": self.cfg.to_dict(), "meta": self.meta.to_dict(),
             "history": [row_dict(r) for r in self.history],
             "best_acc1": self.best_acc1, "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+            "ema": self.ema.state_dict() if self.ema is not None else {},
             "rng": torch.get_rng_state(), "interrupted": interrupted,
             "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
                          else None),
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
-        """Optimizer, schedule, scaler, random state and history (the model is loaded earlier,
-        by `load_model_state`, before the optimizer is built over its parameters)."""
+        """Optimizer, schedule, scaler, EMA, random state and history (the model is loaded
+        earlier, by `load_model_state`, before the optimizer is built over its parameters). A
+        run resumed with `--ema` that had none starts its average from the restored weights."""
         self.optimizer.load_state_dict(saved["optimizer"])
         if saved.get("scheduler"):
             self.schedule.load_state_dict(saved["scheduler"])
+        if self.ema is not None and saved.get("ema"):
+            self.ema.load_state_dict(saved["ema"])
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         if isinstance(saved.get("rng"), torch.Tensor):
@@ -112,6 +120,12 @@ class TrainState:
         self.history = [self.row_type(**row) for row in saved.get("history", [])]
         self.best_acc1 = float(saved.get("best_acc1", -1.0))
         self.best_epoch = int(saved.get("best_epoch", 0))
+        self.best_weights = str(saved.get("best_weights", "raw"))
+
+    @property
+    def best_model(self) -> nn.Module:
+        """The weights the best epoch keeps: the EMA's when they validated better."""
+        return self.ema.module if self.best_weights == "ema" else self.model
 
 
 def check_classes(saved: dict[str, Any], classes: list[str]) -> None:
@@ -135,8 +149,8 @@ def load_model_state(model: nn.Module, saved: dict[str, Any], source: Path | Non
 
 class CheckpointSaver:
     """Writes a run's checkpoints (as timm's `CheckpointSaver` does): `last.pt` after every
-    epoch, `best.pt` and `model.safetensors` when validation accuracy improves, and `last.pt`
-    when the run is interrupted."""
+    epoch, `best.pt` and `model.safetensors` (the better of the raw and the EMA weights) when the
+    validation score improves, and `last.pt` when the run is interrupted."""
 
     def __init__(self, run_dir: Path, channels_last: bool = False) -> None:
         self.run_dir = run_dir
@@ -155,10 +169,11 @@ class CheckpointSaver:
         return path
 
     def _save_model_file(self, state: TrainState) -> None:
+        model = state.best_model
         if self.channels_last:  # safetensors stores contiguous tensors only
-            state.model.to(memory_format=torch.contiguous_format)
+            model.to(memory_format=torch.contiguous_format)
         try:
-            save_safetensors(state.model, self.run_dir / MODEL_FILE, state.meta)
+            save_safetensors(model, self.run_dir / MODEL_FILE, state.meta)
         finally:
             if self.channels_last:
-                state.model.to(memory_format=torch.channels_last)
+                model.to(memory_format=torch.channels_last)

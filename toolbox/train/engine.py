@@ -18,6 +18,7 @@ from toolbox.models import ModelMeta
 from toolbox.preprocess import normalize_uint8
 from toolbox.progress import NullProgress, Progress
 from toolbox.train.metrics import Meter
+from toolbox.train.mixing import hard_labels
 
 
 class NonFiniteLoss(ToolboxError):
@@ -88,8 +89,15 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
                 progress: Progress | None = None, label: str = "",
                 on_first_batch: Callable[[torch.Tensor], None] | None = None,
                 no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
-                all_finite: Callable[[torch.Tensor], bool] | None = None) -> EpochStats:
+                all_finite: Callable[[torch.Tensor], bool] | None = None,
+                after_step: Callable[[], None] | None = None,
+                mix: Callable[[torch.Tensor, torch.Tensor],
+                              tuple[torch.Tensor, torch.Tensor]] | None = None) -> EpochStats:
     """Train one epoch; the optimizer steps every `grad_accum` batches (and at the end).
+
+    `after_step` runs after every optimizer step (the weight EMA's update). `mix` turns a
+    normalised batch and its labels into mixed inputs and the soft targets `loss_fn` takes;
+    accuracy is then counted against each soft target's largest class.
 
     Raises:
         NonFiniteLoss: the loss was NaN or infinite (no optimizer step is taken with it).
@@ -106,6 +114,8 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
                 on_first_batch(batch)
             x = to_input(batch, meta, device, channels_last)
             y = targets.to(device, non_blocking=True)
+            if mix is not None:
+                x, y = mix(x, y)
             boundary = (step + 1) % grad_accum == 0 or step + 1 == num_batches
             sync = contextlib.nullcontext() if boundary or no_sync is None else no_sync()
             with sync:
@@ -126,7 +136,9 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
             if boundary:
                 _optimizer_step(optimizer, params, amp, clip_grad)
                 schedule.step_batch()
-            meter.update(loss.detach(), logits.detach().float(), y)
+                if after_step is not None:
+                    after_step()
+            meter.update(loss.detach(), logits.detach().float(), hard_labels(y))
             images += targets.shape[0]
             progress.advance()
     finally:

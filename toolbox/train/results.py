@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -33,24 +33,32 @@ class RunStart:
     topk: int = 5  # the k of the "top-5" accuracy: never more than there are classes
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Training images per class, only when the largest class outnumbers the smallest more than
+    # 3:1 (`train.balance.shown_counts`).
+    class_counts: dict[str, int] = field(default_factory=dict)
+    resize: str = "crop"  # how images meet input_size (toolbox.preprocess)
+    recipe: list[str] = field(default_factory=list)  # one line per recipe option in use (EMA)
 
     def settings(self) -> dict[str, Any]:
         """The resolved settings a run is recorded with (args.yaml's `resolved:` section)."""
         return {"data": self.data, "train_images": self.train_images,
                 "val_images": self.val_images, "classes": list(self.classes),
                 "model": self.model, "weights": self.weights,
-                "input_size": list(self.input_size), "total_params": self.total_params,
+                "input_size": list(self.input_size), "resize": self.resize,
+                "total_params": self.total_params,
                 "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
                 "device": self.device, "world_size": self.world_size,
                 "mixed_precision": self.amp, "epochs": self.epochs,
                 "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk,
-                "lr": self.lr, "lr_note": self.lr_note}
+                "lr": self.lr, "lr_note": self.lr_note, "recipe": list(self.recipe),
+                "class_counts": dict(self.class_counts)}
 
 
 @dataclass
 class EpochRow:
     """One epoch's figures (a row of metrics.csv)."""
 
+    SCORE: ClassVar[str] = "val_acc1"  # the figure that picks the best epoch (higher is better)
     epoch: int
     train_loss: float
     train_acc1: float
@@ -61,7 +69,10 @@ class EpochRow:
     images_per_s: float
     epoch_time_s: float
     frozen: bool = False
-    per_class: list[float] = field(default_factory=list)
+    per_class: list[float] = field(default_factory=list)  # of the better of raw and EMA
+    ema_val_loss: float | None = None  # with --ema: the averaged weights' validation
+    ema_val_acc1: float | None = None
+    saved: str = ""  # "raw" or "ema" when this epoch's weights became model.safetensors
 
 
 @dataclass
@@ -80,6 +91,7 @@ class FinetuneResult:
     lr: float  # the peak learning rate used (chosen by mode unless --lr was given)
     resumed_from: Path | None = None
     stop_reason: str = ""  # why training ended (also in result.yaml)
+    best_weights: str = "raw"  # which weights model.safetensors holds: "raw" or "ema" (--ema)
     start: RunStart | None = None  # the settings it ran with, for the final report
 
     @classmethod

@@ -14,6 +14,7 @@ from torch import nn
 
 from toolbox.progress import Progress
 from toolbox.train.config import FinetuneConfig
+from toolbox.train.ema import ema_scalars
 from toolbox.train.results import EpochRow
 
 GRID_IMAGES = 32
@@ -55,7 +56,8 @@ class RunLog:
         for tag, value in (("loss/train", row.train_loss), ("loss/val", row.val_loss),
                            ("acc1/train", row.train_acc1), ("acc1/val", row.val_acc1),
                            ("acc5/val", row.val_acc5), ("throughput/images_per_s",
-                                                        row.images_per_s)):
+                                                        row.images_per_s),
+                           *ema_scalars(row, "acc1")):
             self.writer.add_scalar(tag, value, row.epoch)
         for name, lr in lrs.items():
             self.writer.add_scalar(f"lr/{name}", lr, row.epoch)

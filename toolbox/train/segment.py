@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from toolbox.segment import (
 from toolbox.tensorboard import tensorboard_command
 from toolbox.train.checkpoint import check_classes, load_model_state, row_dict
 from toolbox.train.data import BatchLoader, RunData, ShardLoader
+from toolbox.train.ema import ema_columns, ema_scalars
 from toolbox.train.metrics import write_metrics_csv
 from toolbox.train.modeling import TrainableModel
 from toolbox.train.results import FinetuneResult
@@ -39,6 +40,7 @@ SEGMENT_COLUMNS = ("epoch", "train_loss", "train_pixel_acc", "val_loss", "val_pi
 class SegmentEpochRow:
     """One epoch of a segmentation run (a row of metrics.csv)."""
 
+    SCORE: ClassVar[str] = "val_miou"  # the figure that picks the best epoch
     epoch: int
     train_loss: float
     train_pixel_acc: float
@@ -52,6 +54,9 @@ class SegmentEpochRow:
     frozen: bool = False
     per_class: list[float] = field(default_factory=list)  # validation IoU per class
     per_class_dice: list[float] = field(default_factory=list)
+    ema_val_loss: float | None = None  # with --ema: the averaged weights' validation
+    ema_val_miou: float | None = None
+    saved: str = ""  # "raw" or "ema" when this epoch's weights became model.safetensors
 
 
 def iou_column(name: str) -> str:
@@ -156,12 +161,10 @@ class SegmentTrainer(Trainer):
             val_loss=val.loss, val_pixel_acc=val.pixel_acc, val_miou=val.miou,
             val_dice=val.mean_dice, per_class=val.iou, per_class_dice=val.dice, **common)
 
-    def _score(self, row: SegmentEpochRow) -> float:
-        return row.val_miou
-
     def _write_metrics(self) -> None:
         classes = self.state.classes
-        columns = SEGMENT_COLUMNS + tuple(iou_column(name) for name in classes)
+        columns = (SEGMENT_COLUMNS + (ema_columns(SegmentEpochRow) if self.cfg.ema else ())
+                   + tuple(iou_column(name) for name in classes))
         rows = [{**row_dict(row), **{iou_column(name): iou for name, iou in
                                      zip(classes, row.per_class, strict=True)}}
                 for row in self.state.history]
@@ -177,7 +180,8 @@ class SegmentTrainer(Trainer):
                    ("dice/val", row.val_dice), ("throughput/images_per_s", row.images_per_s),
                    *((f"iou_val/{name}", iou) for name, iou in
                      zip(self.state.classes, row.per_class, strict=True)),
-                   *((f"lr/{name}", lr) for name, lr in lrs.items())]
+                   *((f"lr/{name}", lr) for name, lr in lrs.items()),
+                   *ema_scalars(row, "miou")]
         for tag, value in scalars:
             writer.add_scalar(tag, value, row.epoch)
         self._log_val_images(writer, row.epoch)
@@ -216,7 +220,7 @@ class SegmentTrainer(Trainer):
             per_class_acc=dict(zip(state.classes, best.per_class, strict=False)),
             class_names=list(state.classes),
             tensorboard_command=tensorboard_command(self.run_dir), lr=float(self.cfg.lr),
-            resumed_from=self.resumed_from, start=start, best_val_miou=best.val_miou,
+            resumed_from=self.resumed_from, start=start, best_val_miou=state.best_acc1,
             best_val_dice=best.val_dice,
             per_class_dice=dict(zip(state.classes, best.per_class_dice, strict=False)))
 

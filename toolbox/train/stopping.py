@@ -39,5 +39,5 @@ def write_result(run_dir: Path, status: str, reason: str, state: Any) -> None:
     atomic_write_text(run_dir / runs.RESULT_FILE, yaml.safe_dump({
         "status": status, "reason": reason, "epochs_trained": state.epoch,
         "epochs_planned": state.cfg.epochs, "best_epoch": state.best_epoch,
-        "best_val_acc1": state.best_acc1,
+        "best_val_acc1": state.best_acc1, "best_weights": state.best_weights,
     }, sort_keys=False))
