@@ -9,7 +9,7 @@ can swap them freely.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,23 +33,29 @@ def _one_hot(targets: torch.Tensor, num_classes: int, like: torch.Tensor) -> tor
 
 
 class CrossEntropyLoss(nn.CrossEntropyLoss):
-    """Softmax cross-entropy with optional label smoothing (torch's, kept for the registry)."""
+    """Softmax cross-entropy with optional label smoothing and per-class weights (torch's,
+    kept for the registry; with weights, the mean is weighted: torch's rule)."""
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__(label_smoothing=label_smoothing)
+    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None
+                 ) -> None:
+        super().__init__(weight=weight, label_smoothing=label_smoothing)
 
 
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): `-alpha * (1 - p_t)**gamma * log(p_t)`, averaged.
 
     With `gamma=0` and no `alpha` it equals cross-entropy. Easy examples (p_t near 1) are
-    down-weighted, which helps with imbalanced classes.
+    down-weighted, which helps with imbalanced classes. `weight` (C,) weighs each class (the
+    per-class alpha of the paper); the mean is then weighted, as torch's cross-entropy does,
+    so that with `gamma=0` it still equals weighted cross-entropy.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: float | None = None) -> None:
+    def __init__(self, gamma: float = 2.0, alpha: float | None = None,
+                 weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.gamma = gamma
         self.alpha = alpha
+        self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(_upcast(logits), dim=1)
@@ -57,6 +63,9 @@ class FocalLoss(nn.Module):
         loss = -((1.0 - log_pt.exp()) ** self.gamma) * log_pt
         if self.alpha is not None:
             loss = self.alpha * loss
+        if self.weight is not None:
+            weights = self.weight.to(loss.dtype)[targets.long()]
+            return (weights * loss).sum() / weights.sum()
         return loss.mean()
 
 
@@ -111,13 +120,18 @@ class LossInfo:
     description: str
     build: Callable[..., nn.Module]
     takes_label_smoothing: bool = False
+    takes_class_weights: bool = False
 
 
 LOSSES: dict[str, LossInfo] = {info.name: info for info in (
     LossInfo("ce", "softmax cross-entropy (with --label-smoothing)",
-             lambda label_smoothing=0.0, **_: CrossEntropyLoss(label_smoothing), True),
+             lambda label_smoothing=0.0, weight=None, **_: CrossEntropyLoss(label_smoothing,
+                                                                            weight),
+             takes_label_smoothing=True, takes_class_weights=True),
     LossInfo("focal", "focal loss, gamma 2: down-weights easy examples",
-             lambda focal_gamma=2.0, **_: FocalLoss(gamma=focal_gamma)),
+             lambda focal_gamma=2.0, weight=None, **_: FocalLoss(gamma=focal_gamma,
+                                                                 weight=weight),
+             takes_class_weights=True),
     LossInfo("bce", "multi-label style sigmoid + binary cross-entropy on one-hot targets",
              lambda label_smoothing=0.0, **_: BCEWithLogitsLoss(label_smoothing), True),
     LossInfo("dice", "soft Dice over softmax probabilities and one-hot targets (smooth 1)",
@@ -125,19 +139,42 @@ LOSSES: dict[str, LossInfo] = {info.name: info for info in (
 )}
 
 
-def build_loss(name: str, *, label_smoothing: float = 0.0, focal_gamma: float = 2.0
-               ) -> nn.Module:
-    """The loss registered as `name`, configured.
+def check_loss_options(name: str, *, label_smoothing: float = 0.0,
+                       class_weights: bool = False) -> LossInfo:
+    """The registry entry of `name`, once the options given with it are known to fit it
+    (`FinetuneConfig.validate` asks before any data is read, `build_loss` again).
 
     Raises:
-        ToolboxError: unknown name, or label smoothing for a loss that does not take it.
+        UsageError: unknown name, or label smoothing or class weights for a loss that does
+            not take them.
     """
     info = LOSSES.get(name)
     if info is None:
-        raise unknown_name("loss", name, LOSSES, f"choose one of {', '.join(LOSSES)}")
+        raise unknown_name("loss", name, LOSSES, f"choose one of {', '.join(LOSSES)}",
+                           param="--loss")
     if label_smoothing and not info.takes_label_smoothing:
         raise UsageError(f"--label-smoothing does not apply to the {name} loss",
-                           "use it with --loss ce or --loss bce")
+                         "use it with --loss ce or --loss bce", param="--label-smoothing")
+    if class_weights and not info.takes_class_weights:
+        raise UsageError(f"--class-weights does not apply to the {name} loss",
+                         "use it with --loss ce or --loss focal, or try --sampler balanced",
+                         param="--class-weights")
     if not 0.0 <= label_smoothing < 1.0:
-        raise UsageError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
-    return info.build(label_smoothing=label_smoothing, focal_gamma=focal_gamma)
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {label_smoothing}",
+                         param="--label-smoothing")
+    return info
+
+
+def build_loss(name: str, *, label_smoothing: float = 0.0, focal_gamma: float = 2.0,
+               class_weights: Sequence[float] | None = None) -> nn.Module:
+    """The loss registered as `name`, configured; `class_weights` (one per class) weigh each
+    sample's loss by its class (`--class-weights auto`).
+
+    Raises:
+        UsageError: see `check_loss_options`.
+    """
+    info = check_loss_options(name, label_smoothing=label_smoothing,
+                              class_weights=class_weights is not None)
+    weight = (torch.as_tensor(class_weights, dtype=torch.float32)
+              if class_weights is not None else None)
+    return info.build(label_smoothing=label_smoothing, focal_gamma=focal_gamma, weight=weight)

@@ -45,7 +45,9 @@ def _settings(start: RunStart) -> Table:
                    f"{len(start.classes)} classes"
                    + (", decoded once into memory" if start.cached else "")),
         ("model", f"{start.model} ({start.weights})"),
-        ("input", "x".join(str(v) for v in start.input_size)),
+        ("input", "x".join(str(v) for v in start.input_size) + f" ({start.resize})"),
+        *([("class counts", ", ".join(f"{name} {n}" for name, n in start.class_counts.items())
+            + " (train; imbalanced more than 3:1)")] if start.class_counts else []),
         ("parameters", f"{render.human_count(start.total_params)} total, "
                        f"{render.human_count(start.trainable_params)} trainable, "
                        f"{render.human_count(start.frozen_params)} frozen"),
@@ -179,6 +181,15 @@ def finetune_command(
         "--cache/--no-cache", help="Decode images once into memory (default: when they fit "
                                    "in 4 GiB).", show_default=False, rich_help_panel=_DATA)
     ] = None,
+    resize: Annotated[str, typer.Option(
+        "--resize", help="How an image meets the input size: crop (shorter side, centre crop), "
+                         "squash (to SxS, aspect lost) or letterbox (longer side, padded with "
+                         "black). Recorded in the model file for predict, evaluate "
+                         "and export.", rich_help_panel=_DATA)] = _D.resize,
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="shuffle (each image once an epoch) or balanced (draws with "
+                          "replacement, every class equally likely).", rich_help_panel=_DATA)
+    ] = _D.sampler,
     model: Annotated[str, typer.Option(
         "--model", help="timm or torchvision name, as `tb models list` shows.",
         rich_help_panel=_MODEL)] = _D.model,
@@ -245,6 +256,10 @@ def finetune_command(
     label_smoothing: Annotated[float, typer.Option(
         "--label-smoothing", help="Label smoothing for ce (and bce).",
         rich_help_panel=_TRAIN)] = _D.label_smoothing,
+    class_weights: Annotated[str, typer.Option(
+        "--class-weights", help="none, or auto: weigh the loss (ce, focal) by inverse class "
+                                "frequency of the training split, mean weight 1.",
+        rich_help_panel=_TRAIN)] = _D.class_weights,
     mixup: Annotated[float, typer.Option(
         "--mixup", help="Mixup alpha (timm's Mixup: soft targets, soft-target cross-entropy); "
                         "0 is off.", rich_help_panel=_TRAIN)] = _D.mixup,
@@ -300,6 +315,7 @@ def finetune_command(
     Examples:
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
+      tb finetune --data skewed/ --class-weights auto --resize letterbox
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0 --epochs 10
@@ -331,7 +347,8 @@ def finetune_command(
         # Absolute paths in args.yaml, so `--resume` works from any folder.
         data=str(data.resolve()) if data else None, dataset=dataset,
         root=str(root.resolve()) if root else None,
-        val_split=val_split, img_size=img_size, augment=augment, cache=cache, model=model,
+        val_split=val_split, img_size=img_size, augment=augment, cache=cache, resize=resize,
+        sampler=sampler, class_weights=class_weights, model=model,
         pretrained=pretrained, weights=str(weights.resolve()) if weights else None, freeze=freeze,
         unfreeze_at=unfreeze_at, backbone_lr_scale=backbone_lr_scale,
         epochs=epochs, batch_size=batch_size, lr=lr,

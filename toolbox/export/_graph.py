@@ -19,7 +19,7 @@ class DeployModel(nn.Module):
 
     The exported file must not depend on tb to be fed correctly: normalising with the run's mean
     and std (and the grayscale conversion of one-channel runs) lives in the graph, so a user only
-    resizes, crops and divides by 255.
+    brings the image to the input size by the `resize` rule in the metadata and divides by 255.
     """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, softmax: bool = False) -> None:

@@ -100,8 +100,9 @@ def _run_val_images(run_dir: Path, count: int) -> tuple[str, list[np.ndarray]]:
 
 
 def input_geometry(meta: ModelMeta) -> Callable[[np.ndarray, ModelMeta], torch.Tensor]:
-    """How the run brings an image to its input size (uint8 CHW): classifiers resize and
-    centre-crop, segmenters resize the whole frame (every pixel has a label)."""
+    """How the run brings an image to its input size (uint8 CHW): classifiers by the run's
+    `--resize` rule (crop, squash, letterbox), segmenters resize the whole frame (every pixel
+    has a label)."""
     if meta.task == "segment":
         from toolbox.segment import resize_pair
 

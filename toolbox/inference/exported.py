@@ -2,9 +2,9 @@
 
 An export takes RGB float32 in [0, 1], NCHW, at the run's input size; normalisation (and the
 grayscale conversion of one-channel runs) happens inside the graph. So, seen from outside, its
-preprocessing is the run's resize and centre crop followed by an identity normalisation, which is
-what `exported_meta` returns, and predict/evaluate feed it through the same `eval_tensor` path as
-a PyTorch model.
+preprocessing is the run's resize rule (crop, squash or letterbox: `toolbox.preprocess`) followed
+by an identity normalisation, which is what `exported_meta` returns, and predict/evaluate feed it
+through the same `eval_tensor` path as a PyTorch model.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SOURCE_RUN = "source_run"
 MODEL = "model"
 OUTPUT = "output"  # "logits" or "probabilities"
 TASK = "task"
-RESIZE = "resize"  # how to bring an image to the input size, as the run did
+RESIZE = "resize"  # how to bring an image to the input size, as the run did (JSON, see below)
 TB_META = "tb_meta"  # the run's whole ModelMeta as JSON, for tools that want every detail
 INPUT_FORMAT_TEXT = "RGB float32 in [0, 1], NCHW; normalisation is inside the graph"
 OUTPUTS = ("logits", "probabilities")
@@ -49,9 +49,23 @@ def export_metadata(meta: ModelMeta, *, source: str, output: str, task: str) -> 
         MODEL: meta.model,
         OUTPUT: output,
         TASK: task,
-        RESIZE: json.dumps({"interpolation": meta.interpolation, "crop_pct": meta.crop_pct}),
+        RESIZE: json.dumps(resize_rule(meta)),
         TB_META: json.dumps(meta.to_dict()),
     }
+
+
+def resize_rule(meta: ModelMeta) -> dict[str, object]:
+    """How a user brings an image to the export's input size: `mode` (crop: shorter side to
+    size / crop_pct, centre crop; squash: straight to size; letterbox: longer side to size,
+    centred, the rest filled with `pad`) and the interpolation."""
+    from toolbox.preprocess import LETTERBOX_PAD
+
+    rule: dict[str, object] = {"mode": meta.resize, "interpolation": meta.interpolation}
+    if meta.resize == "crop":
+        rule["crop_pct"] = meta.crop_pct
+    if meta.resize == "letterbox":
+        rule["pad"] = LETTERBOX_PAD
+    return rule
 
 
 def exported_meta(props: dict[str, str], where: Path) -> tuple[ModelMeta, str]:

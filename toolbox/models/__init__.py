@@ -3,6 +3,7 @@ the preprocessing and class names of pretrained models, new heads, the model fil
 writes, the registry index behind `tb models list`, `tb models info` facts and `tb summary`."""
 
 from toolbox.models._checkpoint import (
+    RESIZE_MODES,
     ModelMeta,
     build_from_meta,
     load_model_file,
@@ -44,6 +45,7 @@ __all__ = [
     "DECODERS",
     "DEFAULT_COLUMNS",
     "PACKAGED",
+    "RESIZE_MODES",
     "TORCHINFO_COLUMNS",
     "ModelFromSpec",
     "ModelInfo",

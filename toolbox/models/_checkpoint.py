@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 META_KEY = "tb_meta"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How an image meets the input size (`ModelMeta.resize`; `toolbox.preprocess` does it).
+RESIZE_MODES = {
+    "crop": "shorter side to size / crop_pct, centre crop (keeps the aspect, cuts edges)",
+    "squash": "straight to size x size (keeps everything, distorts the aspect)",
+    "letterbox": "longer side to size, padded with black (keeps both)",
+}
 
 
 @dataclass
@@ -36,6 +42,7 @@ class ModelMeta:
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    resize: str = "crop"  # how images meet input_size (toolbox.preprocess); older files: crop
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     task: str = "classify"  # or "segment": per-pixel logits at the input size
     decoder: str | None = None  # segmentation decoder (fpn, unet) over a features_only encoder
@@ -93,6 +100,8 @@ _META_CHECKS = (
      and all(_is_number(n) and n > 0 for n in v), "one positive number per channel"),
     ("interpolation", lambda v: isinstance(v, str), "a name such as bilinear"),
     ("crop_pct", lambda v: _is_number(v) and v > 0, "a positive number"),
+    ("resize", lambda v: isinstance(v, str) and v in RESIZE_MODES,
+     "crop, squash or letterbox"),
     ("model_kwargs", lambda v: isinstance(v, dict) and "num_classes" not in v
      and all(isinstance(k, str) for k in v), "a mapping of argument names"),
 )

@@ -32,6 +32,8 @@ class FinetuneConfig:
     img_size: int | None = None
     augment: str | None = None
     cache: bool | None = None  # None: decode once into memory when it fits the budget
+    resize: str = "crop"  # crop | squash | letterbox: how images meet the input size
+    sampler: str = "shuffle"  # or "balanced": every class drawn equally often (train.balance)
     # model
     model: str = DEFAULT_MODEL
     pretrained: bool = True
@@ -65,6 +67,7 @@ class FinetuneConfig:
     loss: str = "ce"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
+    class_weights: str = "none"  # or "auto": inverse class frequency (train.balance)
     mixup: float = 0.0  # timm's Mixup alpha (Beta(a, a) mixing); 0 is off
     cutmix: float = 0.0  # CutMix alpha; 0 is off
     ema: bool = False  # keep an EMA of the weights, validate it too, keep the better
@@ -123,7 +126,9 @@ class FinetuneConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
-        from toolbox.losses import LOSSES
+        from toolbox.losses import LOSSES, check_loss_options
+        from toolbox.models import RESIZE_MODES
+        from toolbox.train.balance import CLASS_WEIGHTS, SAMPLERS
         from toolbox.train.optim import OPTIMIZERS, SCHEDULERS
 
         if self.task not in TASKS:
@@ -145,20 +150,40 @@ class FinetuneConfig:
                                  "--export-segmentation DIR`")
             if self.label_smoothing:
                 raise UsageError("--label-smoothing does not apply to --task segment")
+            # Masks are resized whole with their images (every pixel keeps a label), and
+            # per-pixel classes have no per-image counts to balance.
+            for flag, value, default in (("--resize", self.resize, "crop"),
+                                         ("--sampler", self.sampler, "shuffle"),
+                                         ("--class-weights", self.class_weights, "none")):
+                if value != default:
+                    raise UsageError(f"{flag} {value} does not apply to --task segment",
+                                     f"drop {flag}", param=flag)
             if self.mixup or self.cutmix:
                 raise UsageError("--mixup and --cutmix do not apply to --task segment",
                                  "drop them; they mix whole-image labels")
         elif (self.mixup or self.cutmix) and self.loss != "ce":
             raise UsageError(f"--mixup and --cutmix train on soft targets, which the "
                              f"{self.loss} loss cannot take", "use --loss ce (the default)")
+        elif (self.mixup or self.cutmix) and self.class_weights != "none":
+            raise UsageError("--class-weights does not apply with --mixup or --cutmix (the "
+                             "soft-target loss takes no class weights)",
+                             "balance the classes with --sampler balanced instead",
+                             param="--class-weights")
         for kind, flag, value, table in (("optimizer", "--opt", self.opt, OPTIMIZERS),
                                          ("scheduler", "--sched", self.sched, SCHEDULERS),
                                          ("loss", "--loss", self.loss, losses),
                                          ("mixed precision dtype", "--amp-dtype",
-                                          self.amp_dtype, AMP_DTYPES)):
+                                          self.amp_dtype, AMP_DTYPES),
+                                         ("resize mode", "--resize", self.resize, RESIZE_MODES),
+                                         ("sampler", "--sampler", self.sampler, SAMPLERS),
+                                         ("class weighting", "--class-weights",
+                                          self.class_weights, CLASS_WEIGHTS)):
             if value not in table:
                 raise unknown_name(kind, value, table, f"choose one of {', '.join(table)}",
                                    param=flag)
+        if self.task == "classify":
+            check_loss_options(self.loss, label_smoothing=self.label_smoothing,
+                               class_weights=self.class_weights != "none")
         if self.amp_dtype != "auto" and not self.amp:  # it would be ignored without a word
             raise UsageError(f"--amp-dtype {self.amp_dtype} has no effect without --amp",
                              "add --amp, or drop --amp-dtype", param="--amp-dtype")

@@ -32,6 +32,7 @@ from toolbox.sources import (
     SubsetSource,
     image_folder_source,
 )
+from toolbox.train import balance
 from toolbox.train.config import DEMO_IMG_SIZE
 
 DEMO_NAME = "scikit-learn digits"
@@ -318,16 +319,22 @@ def rank_share(source: Any, rank: int, world_size: int) -> Any:
 
 
 def epoch_indices(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                  length: int | None = None) -> list[int]:
+                  length: int | None = None, weights: torch.Tensor | None = None
+                  ) -> list[int]:
     """The order of a rank's `n` samples for `epoch`: a permutation seeded by (seed, epoch,
     rank), so a resumed run sees the very same order, padded by wrapping around to `length`, so
-    that every rank takes the same number of steps (shares differ by one sample)."""
-    if shuffle:
-        # rank 0 keeps the single-process order; other ranks draw their own permutations.
-        generator = torch.Generator().manual_seed(seed + epoch + 1_000_003 * rank)
-        order = torch.randperm(n, generator=generator).tolist()
-    else:
-        order = list(range(n))
+    that every rank takes the same number of steps (shares differ by one sample).
+
+    With `weights` (`--sampler balanced`), the epoch is instead `length` (or `n`) draws with
+    replacement in proportion to them, seeded the same way: under `torchrun` each rank draws
+    its share of the epoch from its own `rank_share`, which holds every class.
+    """
+    # rank 0 keeps the single-process order; other ranks draw their own.
+    generator = torch.Generator().manual_seed(seed + epoch + 1_000_003 * rank)
+    if weights is not None and n:
+        return torch.multinomial(weights, length or n, replacement=True,
+                                 generator=generator).tolist()
+    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
     if length is not None and n:
         order = (order * math.ceil(length / n))[:length]
     return order
@@ -460,9 +467,10 @@ class BatchLoader:
     def __init__(self, images: PreparedImages, *, batch_size: int, shuffle: bool, seed: int,
                  workers: int, rank: int = 0, world_size: int = 1, length: int | None = None,
                  augment: str | None = None, drop_last: bool = False,
-                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None
-                 ) -> None:
+                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None,
+                 weights: torch.Tensor | None = None) -> None:
         self.images = images
+        self.weights = weights  # per-sample draw weights (--sampler balanced), else None
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -485,7 +493,7 @@ class BatchLoader:
 
     def _order(self, epoch: int) -> list[int]:
         return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
-                             rank=self.rank, length=self.length)
+                             rank=self.rank, length=self.length, weights=self.weights)
 
     def num_batches(self, epoch: int = 0) -> int:
         n = len(self._order(epoch))
@@ -553,6 +561,30 @@ class RunData:
     val_loader: ShardLoader
     cached: bool
     probed: list[SkippedFile] = field(default_factory=list)  # unreadable, left out before split
+    class_counts: list[int] = field(default_factory=list)  # training images per class, all ranks
+
+    def class_weights(self, rule: str) -> list[float] | None:
+        """The loss's per-class weights for `--class-weights rule` (None: unweighted)."""
+        return balance.inverse_frequency(self.class_counts) if rule == "auto" else None
+
+    def balance_lines(self, class_weights: str, sampler: str) -> list[str]:
+        """The start table's recipe lines for the class balancing in use."""
+        lines = []
+        if class_weights == "auto":
+            weights = ", ".join(f"{w:.2f}" for w in self.class_weights(class_weights))
+            lines.append(f"class weights (inverse frequency, mean 1): {weights}")
+        if sampler == "balanced":
+            lines.append("balanced sampler: each class drawn about equally often")
+        return lines
+
+    def imbalance_hint(self, class_weights: str, sampler: str) -> list[str]:
+        """A note when the classes are imbalanced past 3:1 and nothing balances them."""
+        ratio = balance.imbalance(self.class_counts)
+        if self.balance_lines(class_weights, sampler) or ratio <= balance.IMBALANCE_SHOWN:
+            return []
+        shown = "a class has no training image" if math.isinf(ratio) else f"{ratio:.1f}:1"
+        return [f"the classes are imbalanced ({shown}, largest to smallest); "
+                f"consider --class-weights auto or --sampler balanced"]
 
     def counts(self, ctx: Any) -> tuple[int, int, list[str]]:
         """Training and validation images over every rank, and what the start table warns
@@ -572,9 +604,10 @@ class RunData:
 def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, seed: int,
                      workers: int, cache: bool | None, augment: str | None, rank: int = 0,
                      world_size: int = 1, pin_memory: bool = False,
-                     progress: Progress | None = None) -> RunData:
+                     progress: Progress | None = None, sampler: str = "shuffle") -> RunData:
     """This rank's share of the images at the model's input size (cached in memory when
-    `cache`, or when they fit the budget with `cache` None) and the loaders over them."""
+    `cache`, or when they fit the budget with `cache` None) and the loaders over them;
+    `sampler` "balanced" draws every class about equally often (see `epoch_indices`)."""
     # Each rank decodes and keeps only its share of the data (1/N of the memory).
     train_share = rank_share(splits.train, rank, world_size)
     val_share = rank_share(splits.val, rank, world_size)
@@ -590,12 +623,18 @@ def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, se
                            label="training images", lazy=not augment)
     val = PreparedImages(val_share, meta, cache=cache, workers=workers, progress=progress,
                          label="validation images", lazy=True)
+    # Counted over the whole split, which every rank holds, so no rank needs the others'.
+    counts = balance.class_counts(splits.train.targets, len(splits.classes))
+    weights = (torch.from_numpy(balance.sample_weights(train.targets.numpy(), counts))
+               if sampler == "balanced" else None)
     # Rank 0's share is the largest: every rank pads its epoch to that many samples.
     per_rank = math.ceil(len(splits.train) / world_size)
     loader = BatchLoader(train, batch_size=batch_size, shuffle=True, seed=seed, workers=workers,
                          rank=rank, world_size=world_size,
                          length=per_rank if world_size > 1 else None, augment=augment,
-                         drop_last=per_rank > batch_size, pin_memory=pin_memory)
+                         drop_last=per_rank > batch_size, pin_memory=pin_memory,
+                         weights=weights)
     val_loader = ShardLoader(val, list(range(len(val))), batch_size=batch_size * 2,
                              workers=workers)
-    return RunData(train, val, loader, val_loader, cache, probed=splits.skipped)
+    return RunData(train, val, loader, val_loader, cache, probed=splits.skipped,
+                   class_counts=counts)

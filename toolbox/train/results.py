@@ -33,6 +33,10 @@ class RunStart:
     topk: int = 5  # the k of the "top-5" accuracy: never more than there are classes
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Training images per class, only when the largest class outnumbers the smallest more than
+    # 3:1 (`train.balance.shown_counts`).
+    class_counts: dict[str, int] = field(default_factory=dict)
+    resize: str = "crop"  # how images meet input_size (toolbox.preprocess)
     recipe: list[str] = field(default_factory=list)  # one line per recipe option in use (EMA)
 
     def settings(self) -> dict[str, Any]:
@@ -40,12 +44,14 @@ class RunStart:
         return {"data": self.data, "train_images": self.train_images,
                 "val_images": self.val_images, "classes": list(self.classes),
                 "model": self.model, "weights": self.weights,
-                "input_size": list(self.input_size), "total_params": self.total_params,
+                "input_size": list(self.input_size), "resize": self.resize,
+                "total_params": self.total_params,
                 "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
                 "device": self.device, "world_size": self.world_size,
                 "mixed_precision": self.amp, "epochs": self.epochs,
                 "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk,
-                "lr": self.lr, "lr_note": self.lr_note, "recipe": list(self.recipe)}
+                "lr": self.lr, "lr_note": self.lr_note, "recipe": list(self.recipe),
+                "class_counts": dict(self.class_counts)}
 
 
 @dataclass

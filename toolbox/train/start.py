@@ -3,6 +3,7 @@ the start table, and `args.yaml` beside the outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from toolbox import runs
 from toolbox.fileio import atomic_write_text
 from toolbox.models import ModelMeta
+from toolbox.train import balance
 from toolbox.train.checkpoint import check_classes, load_model_state
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.metrics import topk_for
@@ -36,7 +38,9 @@ def model_for_run(cfg: FinetuneConfig, classes: list[str], saved: dict[str, Any]
                         pretrained=cfg.pretrained and saved is None,
                         weights=cfg.weights if saved is None else None,
                         img_size=cfg.img_size, seed=cfg.seed, freeze=cfg.freeze)
-    meta = ModelMeta.from_dict(saved["meta"]) if saved is not None else built.meta
+    # A resumed run keeps the geometry its model file records (--resize cannot change).
+    meta = (ModelMeta.from_dict(saved["meta"]) if saved is not None
+            else dataclasses.replace(built.meta, resize=cfg.resize))
     if saved is not None:
         load_model_state(built.model, saved, resumed_from, cfg.model)
     built.model.to(device)
@@ -48,19 +52,23 @@ def model_for_run(cfg: FinetuneConfig, classes: list[str], saved: dict[str, Any]
 def run_start(trainer: Any, splits: Any, weights: str, notes: list[str], warnings: list[str]
               ) -> RunStart:
     """The start table of `trainer` (a `Trainer`, set up) for its data `splits`."""
-    state, data = trainer.state, trainer.data
+    state, data, cfg = trainer.state, trainer.data, trainer.cfg
     total, trainable, frozen = parameter_counts(trainer.model)
     train_images, val_images, skipped = data.counts(trainer.ctx)
     return RunStart(
         run_dir=trainer.run_dir, data=splits.description, train_images=train_images,
         val_images=val_images, classes=splits.classes, model=state.meta.model,
-        weights=weights, input_size=tuple(state.meta.input_size), total_params=total,
+        weights=weights, input_size=tuple(state.meta.input_size), resize=state.meta.resize,
+        total_params=total,
         trainable_params=trainable, frozen_params=frozen, device=str(trainer.device),
         amp=trainer.amp.label, world_size=trainer.ctx.world_size, epochs=trainer.cfg.epochs,
         start_epoch=state.epoch + 1, cached=data.cached, topk=topk_for(len(splits.classes)),
         lr=float(trainer.cfg.lr), lr_note=trainer.lr_note,
-        notes=[*notes, *_not_images_note(splits.not_images)], warnings=[*warnings, *skipped],
-        recipe=recipe_lines(trainer.cfg))
+        class_counts=balance.shown_counts(data.class_counts, splits.classes),
+        notes=[*notes, *_not_images_note(splits.not_images),
+               *data.imbalance_hint(cfg.class_weights, cfg.sampler)],
+        warnings=[*warnings, *skipped],
+        recipe=[*recipe_lines(cfg), *data.balance_lines(cfg.class_weights, cfg.sampler)])
 
 
 def recipe_lines(cfg: FinetuneConfig) -> list[str]:

@@ -66,12 +66,13 @@ class Trainer:
             splits, meta, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache,
             workers=cfg.workers if cfg.workers is not None else default_workers(cap=8),
             augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
-            pin_memory=self.device.type == "cuda", progress=self.progress)
+            pin_memory=self.device.type == "cuda", progress=self.progress, sampler=cfg.sampler)
         return splits, built, meta, data
 
     def _loss(self) -> nn.Module:
         return build_loss(self.cfg.loss, label_smoothing=self.cfg.label_smoothing,
-                          focal_gamma=self.cfg.focal_gamma)
+                          focal_gamma=self.cfg.focal_gamma,
+                          class_weights=self.data.class_weights(self.cfg.class_weights))
 
     def _meter(self) -> Any:
         return Meter(len(self.state.classes), self.device)
