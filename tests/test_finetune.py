@@ -360,10 +360,11 @@ def test_augmentation_seeds_per_sample_and_epoch(tmp_path):
                                      cache=True, workers=1)
     one = data_mod.AugmentedDataset(images, "Affine(rotate=(-40, 40))", seed=7)
     other = data_mod.AugmentedDataset(images, "Affine(rotate=(-40, 40))", seed=7)
-    a = one[(1, 3)][0]
-    assert torch.equal(a, other[(1, 3)][0])  # another worker, the same sample: same result
-    assert torch.equal(a, one[(1, 3)][0])
-    assert not torch.equal(a, one[(2, 3)][0])  # next epoch: new augmentation
+    a = one[(1, 3, 0)][0]  # (epoch, sample, earlier draws of it in the epoch)
+    assert torch.equal(a, other[(1, 3, 0)][0])  # another worker, the same sample: same result
+    assert torch.equal(a, one[(1, 3, 0)][0])
+    assert not torch.equal(a, one[(2, 3, 0)][0])  # next epoch: new augmentation
+    assert not torch.equal(a, one[(1, 3, 1)][0])  # drawn again (--sampler balanced): new too
     assert a.shape == (3, 16, 16) and a.dtype == torch.uint8
 
 

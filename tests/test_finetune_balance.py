@@ -188,3 +188,25 @@ def test_config_files_know_the_new_keys(invoke, tmp_path):
     default = yaml.safe_load(invoke("finetune", "--print-config").stdout)
     assert (default["sampler"], default["class_weights"], default["resize"]) == (
         "shuffle", "none", "crop")
+
+
+def test_repeated_draws_of_an_image_are_augmented_differently():
+    # Five images of class 1 among 95 of class 0: each is drawn about ten times an epoch.
+    counts = [95, 5]
+    targets = np.concatenate([np.full(n, c) for c, n in enumerate(counts)]).astype(np.int64)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (len(targets), 8, 8, 3), dtype=np.uint8)
+    source = ArraySource(images, targets, ["c0", "c1"])
+    splits = DataSplits(source, source, source.classes, "arrays")
+    meta = ModelMeta(model="x", num_classes=2, input_size=(3, 8, 8))
+    data = prepare_run_data(splits, meta, batch_size=100, seed=0, workers=0, cache=True,
+                            augment="Affine(rotate=(-45, 45))", sampler="balanced")
+    batch, labels = next(iter(data.loader.batches(1)))
+    minority = batch[labels == 1]
+    assert len(minority) > 30  # about half the draws, from five images
+    # More distinct pictures than images: repeats got their own augmentation.
+    assert len({bytes(image.numpy()) for image in minority}) > 20
+    again, _ = next(iter(prepare_run_data(
+        splits, meta, batch_size=100, seed=0, workers=0, cache=True,
+        augment="Affine(rotate=(-45, 45))", sampler="balanced").loader.batches(1)))
+    assert torch.equal(again, batch)  # and the epoch is reproducible

@@ -68,7 +68,7 @@ def test_augmentation_moves_the_mask_with_the_image(binary_set):
                                 pretrained=False, img_size=32, seed=0)
     pairs = PreparedPairs(splits.train[:4], built.meta, workers=1, progress=NullProgress())
     flipped = AugmentedPairs(pairs, "Fliplr(1.0)", seed=0)
-    image, mask, error, index = flipped[(1, 2)]
+    image, mask, error, index = flipped[(1, 2, 0)]
     assert index == 2
     assert error is None
     assert torch.equal(image, pairs.tensor[2].flip(-1))

@@ -340,10 +340,14 @@ def epoch_indices(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0
     return order
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
+def sample_seed(seed: int, epoch: int, index: int, repeat: int = 0) -> int:
     """Independent augmentation seed per (run seed, epoch, sample): the same images get the same
-    augmentation whatever the worker count, and a resumed epoch repeats exactly."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+    augmentation whatever the worker count, and a resumed epoch repeats exactly. `repeat` counts
+    earlier draws of the sample in the epoch (`--sampler balanced` draws with replacement), so
+    that a minority image drawn five times is augmented five ways; 0 keeps the seed of a
+    single draw."""
+    keys = [seed, epoch, index] + ([repeat] if repeat else [])
+    return int(np.random.SeedSequence(keys).generate_state(1)[0])
 
 
 # A sample from a DataLoader worker: (image, label, None, index), or (None, label,
@@ -352,7 +356,8 @@ _Item = tuple["torch.Tensor | None", torch.Tensor, "SkippedFile | None", int]
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    """Yields (epoch, index) pairs, so persistent workers learn the epoch for seeding."""
+    """Yields (epoch, index, repeat): persistent workers learn the epoch for seeding, and how
+    many times the epoch drew the sample before (see `sample_seed`)."""
 
     def __init__(self) -> None:
         self.epoch = 0
@@ -361,8 +366,11 @@ class _EpochSampler(torch.utils.data.Sampler):
     def set(self, epoch: int, order: list[int]) -> None:
         self.epoch, self.order = epoch, order
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, i) for i in self.order])
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        drawn: dict[int, int] = {}
+        for i in self.order:
+            drawn[i] = drawn.get(i, -1) + 1
+            yield self.epoch, i, drawn[i]
 
     def __len__(self) -> int:
         return len(self.order)
@@ -384,8 +392,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: tuple[int, int]) -> _Item:
-        epoch, index = item
+    def __getitem__(self, item: tuple[int, int, int]) -> _Item:
+        epoch, index, repeat = item
         try:
             image = self.images.get(index)
         except ImageReadError as exc:  # torch cannot re-raise it from a worker; skip instead
@@ -396,7 +404,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
             self._augmenter = build_augmenter(self.augment, seed=self.seed)
         self._augmenter.seed_(sample_seed(self.seed, epoch,
-                                          index * self.world_size + self.rank))
+                                          index * self.world_size + self.rank, repeat))
         array = self._augmenter.augment_image(image.permute(1, 2, 0).numpy())
         tensor = resize_crop_uint8(np.ascontiguousarray(array), self.images.meta)
         return tensor, self.images.targets[index], None, index
@@ -411,8 +419,8 @@ class _StreamDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: tuple[int, int]) -> _Item:
-        _, index = item
+    def __getitem__(self, item: tuple[int, int, int]) -> _Item:
+        _, index, _ = item
         try:
             return self.images.get(index), self.images.targets[index], None, index
         except ImageReadError as exc:  # torch cannot re-raise it from a worker; skip instead

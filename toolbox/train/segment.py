@@ -19,6 +19,7 @@ from toolbox.segment import (
     SegmentMeter,
     SegmentScores,
     build_segment_loss,
+    foreground_mean,
     load_segment_splits,
     resize_pair,
 )
@@ -221,7 +222,7 @@ class SegmentTrainer(Trainer):
             class_names=list(state.classes),
             tensorboard_command=tensorboard_command(self.run_dir), lr=float(self.cfg.lr),
             resumed_from=self.resumed_from, start=start, best_val_miou=state.best_acc1,
-            best_val_dice=best.val_dice,
+            best_val_dice=foreground_mean(best.per_class_dice),  # of the weights kept
             per_class_dice=dict(zip(state.classes, best.per_class_dice, strict=False)))
 
 
@@ -248,16 +249,16 @@ class AugmentedPairs:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, Any, None, int]:
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[Any, Any, None, int]:
         from toolbox.augment import augment_with_mask, build_augmenter
         from toolbox.train.data import sample_seed
 
-        epoch, index = item
+        epoch, index, repeat = item
         if self._augmenter is None:
             self._augmenter = build_augmenter(self.augment, seed=self.seed)
         image = self.pairs.tensor[index].permute(1, 2, 0).numpy()
         mask = self.pairs.targets[index].numpy()
         image, mask = augment_with_mask(self._augmenter, image, mask,
-                                        sample_seed(self.seed, epoch, index))
+                                        sample_seed(self.seed, epoch, index, repeat))
         tensor, target = resize_pair(image, mask, self.pairs.meta)
         return tensor, target, None, index
