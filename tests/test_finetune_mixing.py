@@ -69,3 +69,24 @@ def test_combinations_that_cannot_mix_are_usage_errors(invoke, digits, extra, me
                     "--print-config")
     assert result.exit_code == 2
     assert message in flat(result.stderr) and "Traceback" not in result.stderr
+
+
+def test_config_files_and_resume_know_the_mixing_keys(invoke, digits, tmp_path):
+    import yaml
+
+    from toolbox.train import FinetuneConfig, finetune
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("mixup: 0.3\nema: true\n")
+    result = invoke("finetune", "--config", recipe, "--cutmix", "0.5", "--print-config")
+    assert result.exit_code == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert (printed["mixup"], printed["cutmix"], printed["ema"]) == (0.3, 0.5, True)
+    run = tmp_path / "run"
+    finetune(FinetuneConfig(data=str(digits), model="test_resnet", img_size=16,
+                            pretrained=False, epochs=1, batch_size=8, workers=0, out=str(run)))
+    result = invoke("finetune", "--resume", run, "--epochs", "2", "--mixup", "0.2",
+                    "--print-config")
+    assert result.exit_code == 0, result.stderr
+    assert "changed on resume: mixup 0.0 -> 0.2" in result.stderr
+    assert yaml.safe_load(result.stdout)["mixup"] == 0.2

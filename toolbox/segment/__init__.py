@@ -20,7 +20,13 @@ from toolbox.segment.losses import (
     SoftmaxDiceLoss,
     build_segment_loss,
 )
-from toolbox.segment.metrics import SegmentMeter, SegmentScores, confusion, scores
+from toolbox.segment.metrics import (
+    SegmentMeter,
+    SegmentScores,
+    confusion,
+    foreground_mean,
+    scores,
+)
 
 __all__ = [
     "BINARY_CLASSES",
@@ -38,6 +44,7 @@ __all__ = [
     "SoftmaxDiceLoss",
     "build_segment_loss",
     "confusion",
+    "foreground_mean",
     "load_segment_splits",
     "resize_pair",
     "scores",

@@ -6,6 +6,7 @@ across DDP ranks, so the figures are exact over the whole validation set, not ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,12 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+def foreground_mean(per_class: Sequence[float]) -> float:
+    """The mean of per-class figures over the foreground classes (1..C-1), NaN classes left
+    out: the mean Dice, which in the binary case is the foreground's own."""
+    return _nanmean(np.asarray(per_class, dtype=np.float64)[1:])
+
+
 def scores(matrix: np.ndarray | torch.Tensor) -> SegmentScores:
     """IoU = TP / (TP + FP + FN), Dice = 2 TP / (2 TP + FP + FN), per class, and their means."""
     m = np.asarray(matrix, dtype=np.float64)
@@ -61,7 +68,7 @@ def scores(matrix: np.ndarray | torch.Tensor) -> SegmentScores:
     return SegmentScores(
         iou=iou.tolist(), dice=dice.tolist(),
         pixel_acc=float(tp.sum() / total) if total else float("nan"),
-        miou=_nanmean(iou), mean_dice=_nanmean(dice[1:]),
+        miou=_nanmean(iou), mean_dice=foreground_mean(dice),
         matrix=m.astype(np.int64).tolist())
 
 

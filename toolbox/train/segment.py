@@ -19,6 +19,7 @@ from toolbox.segment import (
     SegmentMeter,
     SegmentScores,
     build_segment_loss,
+    foreground_mean,
     load_segment_splits,
     resize_pair,
 )
@@ -221,7 +222,7 @@ class SegmentTrainer(Trainer):
             class_names=list(state.classes),
             tensorboard_command=tensorboard_command(self.run_dir), lr=float(self.cfg.lr),
             resumed_from=self.resumed_from, start=start, best_val_miou=state.best_acc1,
-            best_val_dice=best.val_dice,
+            best_val_dice=foreground_mean(best.per_class_dice),  # of the weights kept
             per_class_dice=dict(zip(state.classes, best.per_class_dice, strict=False)))
 
 
