@@ -142,3 +142,35 @@ def test_glob_match_that_links_outside_its_root(tmp_path):
     files = collect_images(f"{tmp_path}/imgs/*.png")
     assert [str(f.relative) for f in files] == ["link.png"]
     assert files[0].path == outside.resolve()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "1", "I;16", "CMYK"])
+def test_pillow_fast_path_agrees_with_imageio(tmp_path, mode):
+    """Common files skip imageio (a third of the CPU time); the arrays must be the same."""
+    import imageio.v3 as iio
+
+    from toolbox.images import as_rgb_uint8
+
+    image = (Image.fromarray(np.arange(12 * 20, dtype=np.uint16).reshape(12, 20) * 250)
+             if mode == "I;16" else Image.fromarray(_gradient()).convert(mode))
+    compared = 0
+    for suffix in (".png", ".jpg", ".tif", ".webp", ".gif", ".bmp"):
+        path = tmp_path / f"x{suffix}"
+        try:
+            image.save(path)
+        except (OSError, ValueError, KeyError):  # not every format takes every mode
+            continue
+        expected = as_rgb_uint8(np.asarray(iio.imread(path, plugin="pillow", rotate=True,
+                                                      index=0)))
+        out = read_image(path)
+        assert np.array_equal(out, expected) and out.flags.writeable, suffix
+        compared += 1
+    assert compared >= 3
+
+
+def test_upright_exif_orientation_reads_as_is(tmp_path):
+    img = Image.fromarray(_gradient(10, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 1  # already upright
+    img.save(tmp_path / "u.jpg", exif=exif)
+    assert read_image(tmp_path / "u.jpg").shape == (10, 30, 3)

@@ -6,7 +6,7 @@ Every image crosses this module as an (H, W, 3) uint8 array read by `toolbox.ima
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,12 @@ class SkippedFile:
 
     path: str
     reason: str
+
+
+def skipped_json(skipped: Iterable[SkippedFile]) -> list[dict[str, str]]:
+    """Skipped files as `tb predict` and `tb evaluate` print and save them: `path` and `reason`,
+    as every command names them, and `file`, the key those two commands have always had."""
+    return [{"file": item.path, "path": item.path, "reason": item.reason} for item in skipped]
 
 
 def shown_path(path: Path, root: Path | None) -> str:

@@ -43,6 +43,7 @@ def _settings(start: RunStart) -> Table:
         ("data", start.data),
         ("images", f"{start.train_images} train, {start.val_images} val, "
                    f"{len(start.classes)} classes"
+                   + (f", {start.skipped} file(s) skipped" if start.skipped else "")
                    + (", decoded once into memory" if start.cached else "")),
         ("model", f"{start.model} ({start.weights})"),
         ("input", "x".join(str(v) for v in start.input_size) + f" ({start.resize})"),

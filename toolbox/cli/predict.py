@@ -23,7 +23,8 @@ from toolbox.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from toolbox.inference import EvalResult, PredictResult, Skipped
+    from toolbox.inference import EvalResult, PredictResult
+    from toolbox.sources import SkippedFile
 
 PretrainedModelOpt = Annotated[str | None, typer.Option(
     "--model", help="A pretrained timm or torchvision model instead of a run: predicts its own "
@@ -85,6 +86,7 @@ def predict(
     from toolbox.cli.progress import make_progress
     from toolbox.inference import predict_images
     from toolbox.segment.inference import is_segmentation_model
+    from toolbox.sources import skipped_json
 
     _model_source(run, checkpoint, model, takes_model=True)
     if model is None and is_segmentation_model(run=run, checkpoint=checkpoint):
@@ -101,7 +103,8 @@ def predict(
     if json_out:
         render.print_json({"model": result.model, "model_file": result.model_file,
                            "device": result.device,
-                           "predictions": result.predictions, "skipped": result.skipped})
+                           "predictions": result.predictions,
+                           "skipped": skipped_json(result.skipped)})
         return
     _show_predictions(result)
     render.note(f"{len(result.predictions)} predicted, {len(result.skipped)} skipped on "
@@ -115,6 +118,7 @@ def _predict_masks(images: list[str], run: Path | None, checkpoint: Path | None,
                    csv_file: Path | None, json_out: bool) -> None:
     from toolbox.cli.progress import make_progress
     from toolbox.segment.inference import predict_masks
+    from toolbox.sources import skipped_json
 
     if out is None:
         raise typer.BadParameter("a segmentation run writes mask PNGs: give --out DIR",
@@ -128,7 +132,7 @@ def _predict_masks(images: list[str], run: Path | None, checkpoint: Path | None,
     if json_out:
         render.print_json({"model_file": result.model_file, "device": result.device,
                            "out": result.out, "predictions": result.predictions,
-                           "skipped": result.skipped})
+                           "skipped": skipped_json(result.skipped)})
         return
     rows = [(p.file, p.mask, f"{p.size[1]}x{p.size[0]}",
              ", ".join(f"{name} {share:.0%}" for name, share in
@@ -155,9 +159,9 @@ def _warning_skipped(predict_call: Callable[[], Any]) -> Any:
     return result
 
 
-def _warn_skipped(skipped: list[Skipped]) -> None:
+def _warn_skipped(skipped: list[SkippedFile]) -> None:
     for skip in skipped:
-        render.warn(f"skipped {skip.file}: {skip.reason}")
+        render.warn(f"skipped {skip.path}: {skip.reason}")
 
 
 def _show_predictions(result: PredictResult) -> None:
@@ -249,14 +253,14 @@ def evaluate(
 def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split: str | None,
                     batch_size: int, device: str, out: Path | None, json_out: bool) -> None:
     from toolbox.cli.progress import make_progress
-    from toolbox.segment.inference import evaluate_masks
+    from toolbox.segment.inference import evaluate_masks, mask_eval_dict
 
     result = evaluate_masks(data=data, run=run, checkpoint=checkpoint, split=split,
                             batch_size=batch_size, device=device, out=out,
                             progress=make_progress(not json_out))
     _warn_skipped(result.skipped)
     if json_out:
-        render.print_json(result)
+        render.print_json(mask_eval_dict(result))
         return
     render.show(render.table(
         f"Per class ({result.data})", ["class", "IoU", "Dice", "pixels"],

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolbox.errors import ToolboxError, UsageError
-from toolbox.inference.exported import INPUT_NAME, OnnxModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +54,8 @@ def write_onnx(module: nn.Module, dest: Path, example: torch.Tensor, *, opset: i
     """
     import onnx
     import torch
+
+    from toolbox.inference.exported import INPUT_NAME
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"--opset {opset} is outside what the exporter writes "
@@ -114,6 +115,8 @@ def load_runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     if fmt == "onnx":
+        from toolbox.inference.exported import OnnxModel
+
         return OnnxModel(path, "cpu").run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,8 +7,8 @@ from toolbox.inference.predict import (
     Guess,
     NothingPredicted,
     Prediction,
+    PredictionRate,
     PredictResult,
-    Skipped,
     predict_images,
 )
 
@@ -21,7 +21,7 @@ __all__ = [
     "NothingPredicted",
     "PredictResult",
     "Prediction",
-    "Skipped",
+    "PredictionRate",
     "averages",
     "class_scores",
     "evaluate",

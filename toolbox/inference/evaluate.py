@@ -16,10 +16,10 @@ from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import not_an_image, scan_image_folder, write_image
 from toolbox.inference.metrics import ClassScore, ConfusionCounter, averages, class_scores
-from toolbox.inference.predict import Skipped, display_path
+from toolbox.inference.predict import display_path
 from toolbox.jsonable import to_jsonable
 from toolbox.progress import NullProgress, Progress
-from toolbox.sources import DatasetReader, FileReader, PickedReader
+from toolbox.sources import DatasetReader, FileReader, PickedReader, SkippedFile, skipped_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +44,7 @@ class EvalResult:
     confusion_png: Path
     metrics_json: Path
     tensorboard: Path | None
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     class_matches: dict[str, str] = field(default_factory=dict)  # data name -> model name
     seconds: float = 0.0
 
@@ -64,7 +64,7 @@ class _Labelled:
     labels: list[int]
     describe: Callable[[int], str]
     renamed: dict[str, str] = field(default_factory=dict)  # data class -> model class
-    not_images: list[Skipped] = field(default_factory=list)  # files found that are not images
+    not_images: list[SkippedFile] = field(default_factory=list)  # files found that are not images
 
 
 def _name_key(name: str) -> str:
@@ -134,7 +134,7 @@ def _labelled_folder(data: Path, split: str | None, model_classes: list[str]) ->
     tag = f"{data.resolve().name}-{used}" if used else folder.resolve().name
     return _Labelled(str(folder), tag, len(paths), FileReader(paths),
                    [mapping[c] for _, c in tree.samples], lambda i: display_path(paths[i]),
-                   renamed, [Skipped(display_path(p), not_an_image(p)) for p in tree.others])
+                   renamed, [SkippedFile(display_path(p), not_an_image(p)) for p in tree.others])
 
 
 def _labelled_dataset(name: str, root: Path, split: str, model_classes: list[str]) -> _Labelled:
@@ -212,7 +212,7 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
     suffix = "" if loaded.model_file.name == runs.MODEL_FILE else f"-{loaded.model_file.stem}"
     tag = safe_tag(source.tag + suffix)
     counter = ConfusionCounter(len(names), k=5)
-    skipped: list[Skipped] = list(source.not_images)
+    skipped: list[SkippedFile] = list(source.not_images)
     labels = source.labels
     start = time.perf_counter()
     progress.start(f"evaluating {source.name}", total=source.count, unit="images")
@@ -223,7 +223,7 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
                                      batch_size=batch_size, amp=amp, workers=workers):
             targets = torch.tensor([labels[i] for i in batch.indices], dtype=torch.int64)
             counter.update(batch.probs, targets)
-            skipped += [Skipped(source.describe(i), reason) for i, reason in batch.failed]
+            skipped += [SkippedFile(source.describe(i), reason) for i, reason in batch.failed]
             progress.advance(len(batch.indices) + len(batch.failed))
     finally:
         progress.finish()
@@ -275,4 +275,5 @@ def result_dict(result: EvalResult) -> dict:
     data = dataclasses.asdict(result)
     data["images_per_s"] = result.images_per_s
     data["class_names"] = [c.name for c in result.classes]
+    data["skipped"] = skipped_json(result.skipped)
     return to_jsonable(data)

@@ -13,6 +13,7 @@ from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import ImageFile, collect_images, not_an_image
 from toolbox.progress import NullProgress, Progress
+from toolbox.sources import SkippedFile
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,6 @@ class Prediction:
     top: list[Guess]
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """An input that could not be used, and why."""
-
-    file: str
-    reason: str
-
-
 class NothingPredicted(ToolboxError):
     """Not one input could be predicted; `result` still lists every skipped input."""
 
@@ -48,8 +41,20 @@ class NothingPredicted(ToolboxError):
         self.result = result
 
 
+class PredictionRate:
+    """`images_per_s` of a result that lists its `predictions` and the `seconds` they took
+    (image classes here, masks in `toolbox.segment`)."""
+
+    predictions: list
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.predictions) / self.seconds if self.seconds > 0 else 0.0
+
+
 @dataclass
-class PredictResult:
+class PredictResult(PredictionRate):
     """What `predict_images` did."""
 
     model: str  # the architecture (with its pretrained tag when one was named)
@@ -57,12 +62,8 @@ class PredictResult:
     device: str
     topk: int
     predictions: list[Prediction] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def images_per_s(self) -> float:
-        return len(self.predictions) / self.seconds if self.seconds > 0 else 0.0
 
 
 def display_path(path: Path) -> str:
@@ -73,21 +74,21 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def gather_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[Skipped]]:
+def gather_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[SkippedFile]]:
     """Image files from files, folders and globs (deduplicated, in the order given); sources
     that do not exist or match nothing are reported instead of stopping the others."""
     files: dict[Path, None] = {}
-    missing: list[Skipped] = []
+    missing: list[SkippedFile] = []
     for src in sources:
         others: list[ImageFile] = []
         try:
             found = collect_images(src, others)
         except ToolboxError:
-            missing.append(Skipped(str(src), "no such file or folder"))
+            missing.append(SkippedFile(str(src), "no such file or folder"))
             continue
-        missing += [Skipped(display_path(o.path), not_an_image(o.path)) for o in others]
+        missing += [SkippedFile(display_path(o.path), not_an_image(o.path)) for o in others]
         if not found and not others:
-            missing.append(Skipped(str(src), "matched no files"))
+            missing.append(SkippedFile(str(src), "matched no files"))
         for item in found:
             files.setdefault(item.path, None)
     return list(files), missing
@@ -127,7 +128,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
                                "pass image files, folders or quoted globs", result)
     start = time.perf_counter()
     progress.start("predicting", total=len(files), unit="images")
-    by_index: dict[int, Prediction | Skipped] = {}
+    by_index: dict[int, Prediction | SkippedFile] = {}
     try:
         for batch in predict_batches(loaded, len(files), FileReader(files),
                                      batch_size=batch_size, amp=amp, workers=workers):
@@ -137,7 +138,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
                        for p, c in zip(values[row], indices[row], strict=True)]
                 by_index[item] = Prediction(display_path(files[item]), top)
             for item, reason in batch.failed:
-                by_index[item] = Skipped(display_path(files[item]), reason)
+                by_index[item] = SkippedFile(display_path(files[item]), reason)
             progress.advance(len(batch.indices) + len(batch.failed))
     finally:
         progress.finish()
@@ -167,5 +168,5 @@ def predictions_csv(result: PredictResult) -> str:
             row += [guess.label, f"{guess.prob:.6f}"]
         writer.writerow([*row, ""])
     for skip in result.skipped:
-        writer.writerow([skip.file, *([""] * (2 * result.topk)), skip.reason])
+        writer.writerow([skip.path, *([""] * (2 * result.topk)), skip.reason])
     return out.getvalue()

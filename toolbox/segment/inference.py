@@ -21,13 +21,19 @@ from toolbox import runs
 from toolbox.errors import ToolboxError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import ImageReadError, read_image, write_image
-from toolbox.inference import LoadedModel, NothingPredicted, Skipped, load_for_inference
+from toolbox.inference import (
+    LoadedModel,
+    NothingPredicted,
+    PredictionRate,
+    load_for_inference,
+)
 from toolbox.inference.predict import display_path, gather_inputs
 from toolbox.jsonable import to_jsonable
 from toolbox.progress import NullProgress, Progress
 from toolbox.segment.data import find_pairs, read_pair, resize_pair
 from toolbox.segment.metrics import confusion, scores
 from toolbox.segment.overlay import overlay, write_palette_png
+from toolbox.sources import SkippedFile, skipped_json
 
 if TYPE_CHECKING:
     import torch
@@ -76,19 +82,15 @@ class MaskPrediction:
 
 
 @dataclass
-class MaskPredictResult:
+class MaskPredictResult(PredictionRate):
     """What `predict_masks` did."""
 
     model_file: Path
     device: str
     out: Path
     predictions: list[MaskPrediction] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def images_per_s(self) -> float:
-        return len(self.predictions) / self.seconds if self.seconds > 0 else 0.0
 
 
 def _output_names(files: Sequence[Path]) -> list[str]:
@@ -141,7 +143,7 @@ def predict_masks(sources: Sequence[str | Path], *, out: str | Path,
                 try:
                     images[i] = read_image(files[i])
                 except ImageReadError as exc:
-                    result.skipped.append(Skipped(display_path(files[i]), exc.reason))
+                    result.skipped.append(SkippedFile(display_path(files[i]), exc.reason))
                     continue
                 tensors.append(resize_pair(images[i], None, loaded.meta)[0])
             if tensors:
@@ -200,7 +202,7 @@ class MaskEvalResult:
     confusion_matrix: list[list[int]]
     confusion_png: Path
     metrics_json: Path
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -239,7 +241,7 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
     folder = _held_out(Path(data), split)
     pairs, bad = find_pairs(folder, Path(data))
     pairs, more_bad, _ = check_pairs(pairs, len(names), root=Path(data))
-    skipped = [Skipped(b.path, b.reason) for b in bad + more_bad]
+    skipped = bad + more_bad
     if not pairs:
         raise ToolboxError(f"{folder} has no usable image/mask pair ({len(skipped)} skipped)",
                            "masks must match the images' names and the model's classes")
@@ -254,7 +256,7 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
                 try:
                     image, mask = resize_pair(*read_pair(pair), loaded.meta)
                 except ImageReadError as exc:
-                    skipped.append(Skipped(display_path(exc.path), exc.reason))
+                    skipped.append(SkippedFile(display_path(exc.path), exc.reason))
                     continue
                 images.append(image)
                 masks.append(mask)
@@ -282,5 +284,11 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
         classes=per_class, confusion_matrix=result.matrix, confusion_png=png,
         metrics_json=out_dir / f"{tag}_metrics.json", skipped=skipped, seconds=seconds)
     atomic_write_text(evaluation.metrics_json,
-                      json.dumps(to_jsonable(evaluation), indent=2) + "\n")
+                      json.dumps(mask_eval_dict(evaluation), indent=2) + "\n")
     return evaluation
+
+
+def mask_eval_dict(result: MaskEvalResult) -> dict:
+    """The JSON form of a mask evaluation (what `--json` prints and `<tag>_metrics.json`
+    holds); skipped files keep the `file` key that `tb evaluate` has always written."""
+    return {**to_jsonable(result), "skipped": skipped_json(result.skipped)}

@@ -4,6 +4,7 @@ read back with `weights_only=True` for `--resume`."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,9 +159,18 @@ class CheckpointSaver:
 
     def save_epoch(self, state: TrainState, improved: bool) -> None:
         saved = state.to_dict()
-        save_checkpoint(checkpoint_path(self.run_dir, LAST_CHECKPOINT), saved)
+        last = save_checkpoint(checkpoint_path(self.run_dir, LAST_CHECKPOINT), saved)
         if improved:
-            save_checkpoint(checkpoint_path(self.run_dir, BEST_CHECKPOINT), saved)
+            best = checkpoint_path(self.run_dir, BEST_CHECKPOINT)
+            with atomic_path(best) as tmp:
+                # The same bytes as last.pt: a hard link, not a second write (135 MB for
+                # resnet18 with Adam). last.pt is replaced by a rename, never rewritten in
+                # place, so best.pt keeps these bytes when last.pt moves on.
+                tmp.unlink()
+                try:
+                    os.link(last, tmp)
+                except OSError:  # a file system without hard links
+                    torch.save(saved, tmp)
             self._save_model_file(state)
 
     def save_interrupted(self, state: TrainState) -> Path:

@@ -113,6 +113,8 @@ class FinetuneConfig:
             (0.0 < self.val_split < 1.0, "--val-split must be between 0 and 1"),
             (self.img_size is None or self.img_size >= 8, "--img-size must be at least 8"),
             (self.warmup_epochs >= 0, "--warmup-epochs must not be negative"),
+            (all(m >= 1 for m in self.milestones),
+             "--milestones must be epoch numbers of at least 1"),
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (self.backbone_lr_scale > 0, "--backbone-lr-scale must be positive"),
             (self.workers is None or self.workers >= 0, "--workers must not be negative"),

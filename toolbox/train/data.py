@@ -594,18 +594,18 @@ class RunData:
         return [f"the classes are imbalanced ({shown}, largest to smallest); "
                 f"consider --class-weights auto or --sampler balanced"]
 
-    def counts(self, ctx: Any) -> tuple[int, int, list[str]]:
-        """Training and validation images over every rank, and what the start table warns
-        about: unreadable images left out before the split (every rank found the same ones)
-        and while decoding (each rank read only its share)."""
+    def counts(self, ctx: Any) -> tuple[int, int, int, list[str]]:
+        """Training and validation images over every rank, the unreadable ones left out, and
+        what the start table warns about them: left out before the split (every rank found
+        the same ones) and while decoding (each rank read only its share)."""
         skipped = self.probed + self.train.skipped + self.val.skipped
         counts = ctx.all_reduce_sum([len(self.train), len(self.val), len(skipped) -
                                      len(self.probed)])
         total = int(counts[2]) + len(self.probed)
         if not total:
-            return int(counts[0]), int(counts[1]), []
+            return int(counts[0]), int(counts[1]), 0, []
         example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
-        return (int(counts[0]), int(counts[1]),
+        return (int(counts[0]), int(counts[1]), total,
                 [f"skipped {total} unreadable image(s){example}"])
 
 

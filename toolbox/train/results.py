@@ -29,6 +29,7 @@ class RunStart:
     start_epoch: int
     cached: bool
     lr: float
+    skipped: int = 0  # files left out: unreadable images and files that are not images
     lr_note: str | None = None  # why this lr, when it is a default chosen by the mode
     topk: int = 5  # the k of the "top-5" accuracy: never more than there are classes
     notes: list[str] = field(default_factory=list)
@@ -42,8 +43,8 @@ class RunStart:
     def settings(self) -> dict[str, Any]:
         """The resolved settings a run is recorded with (args.yaml's `resolved:` section)."""
         return {"data": self.data, "train_images": self.train_images,
-                "val_images": self.val_images, "classes": list(self.classes),
-                "model": self.model, "weights": self.weights,
+                "val_images": self.val_images, "skipped": self.skipped,
+                "classes": list(self.classes), "model": self.model, "weights": self.weights,
                 "input_size": list(self.input_size), "resize": self.resize,
                 "total_params": self.total_params,
                 "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,

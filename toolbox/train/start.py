@@ -54,10 +54,11 @@ def run_start(trainer: Any, splits: Any, weights: str, notes: list[str], warning
     """The start table of `trainer` (a `Trainer`, set up) for its data `splits`."""
     state, data, cfg = trainer.state, trainer.data, trainer.cfg
     total, trainable, frozen = parameter_counts(trainer.model)
-    train_images, val_images, skipped = data.counts(trainer.ctx)
+    train_images, val_images, unreadable, skipped = data.counts(trainer.ctx)
     return RunStart(
         run_dir=trainer.run_dir, data=splits.description, train_images=train_images,
-        val_images=val_images, classes=splits.classes, model=state.meta.model,
+        val_images=val_images, skipped=unreadable + len(splits.not_images),
+        classes=splits.classes, model=state.meta.model,
         weights=weights, input_size=tuple(state.meta.input_size), resize=state.meta.resize,
         total_params=total,
         trainable_params=trainable, frozen_params=frozen, device=str(trainer.device),

@@ -1,0 +1,79 @@
+"""A short `tb finetune` run starts lean: what it does not use stays unimported, files left out
+are counted honestly, bad milestones stop it at once, and the short-run benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from finetune_helpers import digits_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--model", "test_resnet", "--img-size", "16", "--epochs", "1", "--workers", "2"]
+
+# Runs the CLI in one process, then lists what that process imported (the loader workers fork
+# from it, so they start from the same set).
+_LIST_IMPORTS = """
+import json, sys
+from toolbox.cli.app import app
+try:
+    app(sys.argv[1:])
+except SystemExit as done:
+    assert not done.code, done.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_finetune_start_up_leaves_out_what_a_run_does_not_use(tmp_path):
+    data = digits_folder(tmp_path / "d", per_class=8, classes=2)
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_IMPORTS, "finetune", "--data", data, "--out",
+         tmp_path / "run", *TINY, "--json"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    modules = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "toolbox.train.trainer" in modules and "torch.utils.tensorboard" in modules
+    # The prediction and evaluation services (the export command's constants used to pull
+    # them in), and imageio, which plain PNGs no longer go through.
+    assert not {m for m in modules if m.startswith(("toolbox.inference", "imageio"))}
+
+
+def test_not_image_files_count_in_the_skipped_total(tmp_path, invoke):
+    data = digits_folder(tmp_path / "d", per_class=6, classes=2)
+    (data / "digit0" / "notes.txt").write_text("not a picture")
+    (data / "digit1" / "broken.png").write_bytes(b"not a png")
+    result = invoke("finetune", "--data", data, "--out", tmp_path / "run", *TINY, "--json")
+    assert result.exit_code == 0, result.output
+    start = json.loads(result.stdout)["start"]
+    assert start["skipped"] == 2 and start["train_images"] + start["val_images"] == 12
+    human = invoke("finetune", "--data", data, "--out", tmp_path / "run2", *TINY)
+    assert human.exit_code == 0, human.output
+    assert "2 file(s) skipped" in " ".join(human.stderr.split())
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "3,0", "2,-1"])
+def test_milestones_below_one_are_a_usage_error(tmp_path, invoke, value):
+    data = digits_folder(tmp_path / "d", per_class=3, classes=2)
+    result = invoke("finetune", "--data", data, "--out", tmp_path / "run", *TINY,
+                    "--sched", "multistep", "--milestones", value)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())  # Typer's usage box wraps long lines
+    assert "--milestones must be epoch numbers of at least 1" in message
+    assert message.count("--milestones") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_short_run_benchmark_prints_the_ratio():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "finetune.py"), "--short-run", "--quick",
+         "--rounds", "1"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"ratio textbook / tb finetune: (\d+\.\d+)x of the medians", done.stdout)
+    assert match and float(match[1]) > 0, done.stdout
