@@ -19,8 +19,10 @@ from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta, create_model, load_model_file, save_safetensors
 from toolbox.preprocess import eval_tensor
 from toolbox.progress import NullProgress
-from toolbox.train import DEFAULT_LR, FinetuneConfig, finetune
+from toolbox.sources import SubsetSource
+from toolbox.train import DEFAULT_LR, FinetuneConfig, finetune, sampling
 from toolbox.train import data as data_mod
+from toolbox.train import splits as splits_mod
 from toolbox.train.engine import amp_setup
 from toolbox.train.modeling import build_model
 from toolbox.train.optim import SCHEDULERS, LrSchedule
@@ -88,7 +90,7 @@ def test_recorded_val_accuracy_equals_eval_tensor_on_the_saved_model(demo_run):
     out, result = demo_run
     assert result.exit_code == 0, result.stderr
     model, meta = load_model_file(out / "model.safetensors")
-    splits = data_mod.load_splits(data=None, dataset=None, root=None, val_split=0.2, seed=0)
+    splits = splits_mod.load_splits(data=None, dataset=None, root=None, val_split=0.2, seed=0)
     batch = torch.stack([eval_tensor(splits.val.load(i), meta) for i in range(len(splits.val))])
     model.eval()
     with torch.no_grad():
@@ -222,7 +224,7 @@ def test_image_folder_with_train_and_val_and_odd_images(tmp_path):
                for n in progress.notes)
     row = result.epochs[0]
     assert 0.0 <= row.val_acc1 <= 1.0 and math.isfinite(row.train_loss)
-    splits = data_mod.load_splits(data=root, dataset=None, root=None, val_split=0.2, seed=0)
+    splits = splits_mod.load_splits(data=root, dataset=None, root=None, val_split=0.2, seed=0)
     assert (len(splits.train), len(splits.val)) == (15, 4)  # broken.png is found, then skipped
 
 
@@ -230,7 +232,7 @@ def test_image_folder_with_train_and_test_trains_on_train_and_validates_on_test(
     root = tmp_path / "export"  # what `tb datasets fetch --export-folder` writes
     digits_folder(root / "train", per_class=6, classes=2)
     digits_folder(root / "test", per_class=3, classes=2)
-    splits = data_mod.load_splits(data=root, dataset=None, root=None, val_split=0.2, seed=0)
+    splits = splits_mod.load_splits(data=root, dataset=None, root=None, val_split=0.2, seed=0)
     assert splits.classes == ["digit0", "digit1"]
     assert (len(splits.train), len(splits.val)) == (12, 6)
     assert all(p.parent.parent == root / "test" for p in splits.val.paths)
@@ -331,21 +333,21 @@ def test_out_folder_with_a_run_is_not_overwritten(invoke, tmp_path):
 
 def test_stratified_split_is_seeded_and_keeps_every_class():
     targets = np.array([0] * 10 + [1] * 5 + [2] * 2)
-    train, val = data_mod.stratified_split(targets, 0.2, seed=3)
-    again = data_mod.stratified_split(targets, 0.2, seed=3)
+    train, val = splits_mod.stratified_split(targets, 0.2, seed=3)
+    again = splits_mod.stratified_split(targets, 0.2, seed=3)
     assert np.array_equal(val, again[1]) and np.array_equal(train, again[0])
     assert sorted(np.concatenate([train, val])) == list(range(17))
     assert [int((targets[val] == c).sum()) for c in range(3)] == [2, 1, 1]
 
 
 def test_epoch_order_is_seeded_and_splits_across_ranks():
-    first = data_mod.epoch_indices(10, epoch=1, seed=0, shuffle=True)
-    assert first == data_mod.epoch_indices(10, epoch=1, seed=0, shuffle=True)
-    assert first != data_mod.epoch_indices(10, epoch=2, seed=0, shuffle=True)
+    first = sampling.epoch_indices(10, epoch=1, seed=0, shuffle=True)
+    assert first == sampling.epoch_indices(10, epoch=1, seed=0, shuffle=True)
+    assert first != sampling.epoch_indices(10, epoch=2, seed=0, shuffle=True)
     # Two ranks: each shuffles its own share (5 and 4 of 9 samples), padded to 5 steps.
-    split = data_mod.SubsetSource(data_mod.digits_source(), np.arange(9))
-    shares = [data_mod.rank_share(split, r, 2) for r in (0, 1)]
-    orders = [data_mod.epoch_indices(len(s), epoch=1, seed=0, shuffle=True, rank=r, length=5)
+    split = SubsetSource(splits_mod.digits_source(), np.arange(9))
+    shares = [sampling.rank_share(split, r, 2) for r in (0, 1)]
+    orders = [sampling.epoch_indices(len(s), epoch=1, seed=0, shuffle=True, rank=r, length=5)
               for r, s in enumerate(shares)]
     assert len(orders[0]) == len(orders[1]) == 5
     seen = {int(shares[r].indices[i]) for r in (0, 1) for i in orders[r]}
@@ -354,9 +356,9 @@ def test_epoch_order_is_seeded_and_splits_across_ranks():
 
 
 def test_augmentation_seeds_per_sample_and_epoch(tmp_path):
-    source = data_mod.digits_source()
+    source = splits_mod.digits_source()
     meta = ModelMeta(model="test_resnet", num_classes=10, input_size=(3, 16, 16))
-    images = data_mod.PreparedImages(data_mod.SubsetSource(source, np.arange(20)), meta,
+    images = data_mod.PreparedImages(SubsetSource(source, np.arange(20)), meta,
                                      cache=True, workers=1)
     one = data_mod.AugmentedDataset(images, "Affine(rotate=(-40, 40))", seed=7)
     other = data_mod.AugmentedDataset(images, "Affine(rotate=(-40, 40))", seed=7)

@@ -14,7 +14,9 @@ from toolbox.losses import build_loss
 from toolbox.models import ModelMeta
 from toolbox.sources import ArraySource
 from toolbox.train.balance import class_counts, inverse_frequency, sample_weights
-from toolbox.train.data import DataSplits, load_splits, prepare_run_data, rank_share
+from toolbox.train.data import prepare_run_data
+from toolbox.train.sampling import rank_share
+from toolbox.train.splits import DataSplits, load_splits
 
 MANY, FEW, MID = 40, 8, 20  # images per class on disk: 5:1 between the largest and smallest
 

@@ -7,12 +7,12 @@ from finetune_helpers import digits_folder
 
 
 def test_unreadable_files_are_left_out_before_the_split(tmp_path):
-    from toolbox.train import data as data_mod
+    from toolbox.train import splits as splits_mod
 
     root = digits_folder(tmp_path / "d", per_class=3, classes=2)
     for n in range(6):  # more broken files than readable ones in digit1
         (root / "digit1" / f"broken{n}.png").write_bytes(b"not a png" if n % 2 else b"")
-    splits = data_mod.load_splits(data=root, dataset=None, root=None, val_split=0.5, seed=0)
+    splits = splits_mod.load_splits(data=root, dataset=None, root=None, val_split=0.5, seed=0)
     assert len(splits.skipped) == 6
     assert {item.reason for item in splits.skipped} == {"empty file", "not an image"}
     assert all(item.path.startswith("digit1/broken") for item in splits.skipped)

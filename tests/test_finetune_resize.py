@@ -86,7 +86,8 @@ def test_old_model_files_mean_crop_and_bad_values_are_refused():
 
 
 def test_training_images_get_the_runs_geometry(wide_digits):
-    from toolbox.train.data import load_splits, prepare_run_data
+    from toolbox.train.data import prepare_run_data
+    from toolbox.train.splits import load_splits
 
     splits = load_splits(data=wide_digits, dataset=None, root=None, val_split=0.2, seed=0)
     meta = ModelMeta(model="x", num_classes=3, input_size=(3, SIZE, SIZE), resize="letterbox")

@@ -18,7 +18,7 @@ from finetune_helpers import write_image_folder as write_folder
 from toolbox.models import load_model_file
 from toolbox.preprocess import eval_tensor
 from toolbox.train import FinetuneConfig, finetune
-from toolbox.train import data as data_mod
+from toolbox.train import splits as splits_mod
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     # The validation figures were summed over both ranks: the saved model, fed exactly as
     # `tb evaluate` feeds it, scores the recorded accuracy on the whole validation split.
     model, meta = load_model_file(out / "model.safetensors")
-    splits = data_mod.load_splits(data=None, dataset=None, root=None, val_split=0.2, seed=0)
+    splits = splits_mod.load_splits(data=None, dataset=None, root=None, val_split=0.2, seed=0)
     batch = torch.stack([eval_tensor(splits.val.load(i), meta) for i in range(len(splits.val))])
     with torch.no_grad():
         predicted = model.eval()(batch).argmax(1).numpy()

@@ -91,7 +91,7 @@ def _run_val_images(run_dir: Path, count: int) -> tuple[str, list[np.ndarray]]:
         images = _read_all(lambda i: read_image(pairs.val[i].image),
                            _spread(len(pairs.val), count))
         return f"validation images of the run: {pairs.description}", images
-    from toolbox.train.data import load_splits
+    from toolbox.train.splits import load_splits
 
     splits = load_splits(data=config.data, dataset=config.dataset, root=config.root,
                          val_split=config.val_split, seed=config.seed)

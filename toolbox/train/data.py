@@ -1,4 +1,6 @@
-"""Training data: where samples come from, the train/val split, decoding once, and batches.
+"""Training data: decoding once (or in the loader's workers), and the batches of an epoch.
+
+Where the samples come from is `train.splits`; the order they come in, `train.sampling`.
 
 Every source yields (H, W, 3) uint8 images read by `toolbox.images` (the same channel rules as
 `tb augment`). Images are resized and cropped once to the model's input size with the very
@@ -12,160 +14,22 @@ import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from toolbox import runs
 from toolbox.errors import ToolboxError
 from toolbox.images import ImageReadError
 from toolbox.models import ModelMeta
 from toolbox.preprocess import resize_crop_uint8
 from toolbox.progress import NullProgress, Progress
-from toolbox.sources import (
-    ArraySource,
-    FetchedSource,
-    FileSource,
-    SkippedFile,
-    SubsetSource,
-    image_folder_source,
-)
+from toolbox.sources import SkippedFile
 from toolbox.train import balance
-from toolbox.train.config import DEMO_IMG_SIZE
+from toolbox.train.sampling import EpochSampler, epoch_indices, rank_share, sample_seed
+from toolbox.train.splits import DataSplits
 
-DEMO_NAME = "scikit-learn digits"
 CACHE_BUDGET_BYTES = 4 * 1024**3  # decoded uint8 images kept in memory up to this size
-
-
-@dataclass
-class DataSplits:
-    """The training and validation sources and how they were found."""
-
-    train: Any
-    val: Any
-    classes: list[str]
-    description: str
-    is_demo: bool = False
-    default_img_size: int | None = None
-    skipped: list[SkippedFile] = field(default_factory=list)  # left out before splitting
-
-    @property
-    def not_images(self) -> list[Any]:
-        """Files in the data folders that are not images (each reported, never used)."""
-        sources = [getattr(s, "base", s) for s in (self.train, self.val)]
-        found = [item for s in sources for item in getattr(s, "not_images", [])]
-        return list(dict.fromkeys(found))  # a split folder's two subsets share one source
-
-
-def stratified_split(targets: np.ndarray, val_fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded per-class split: about `val_fraction` of each class (at least one when it has two
-    or more images) goes to validation."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in np.unique(targets):
-        idx = np.flatnonzero(targets == label)
-        rng.shuffle(idx)
-        n_val = round(len(idx) * val_fraction)
-        n_val = min(max(n_val, 1), len(idx) - 1) if len(idx) >= 2 else 0
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
-
-
-def digits_source() -> ArraySource:
-    """scikit-learn's 1,797 real 8x8 handwritten digits as RGB uint8 (no network needed)."""
-    from sklearn.datasets import load_digits
-
-    from toolbox.images import as_rgb_uint8
-
-    digits = load_digits()
-    gray = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    images = np.stack([as_rgb_uint8(img) for img in gray])
-    return ArraySource(images, digits.target.astype(np.int64), [str(d) for d in range(10)])
-
-
-def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Path | None,
-                val_split: float, seed: int) -> DataSplits:
-    """Find the training and validation data the options describe.
-
-    Raises:
-        ToolboxError: missing folder or data set, fewer than two classes, an empty class folder,
-            class folders that differ between train/ and val/.
-    """
-    if data is not None:
-        data = Path(data)
-        if not data.is_dir():
-            raise ToolboxError(f"no such data folder: {data}",
-                               "pass an ImageFolder tree: DIR/<class>/<image>")
-        train_dir, held_out_dir = runs.split_folders(data)
-        if held_out_dir is not None:
-            train = image_folder_source(train_dir, data)
-            val = image_folder_source(held_out_dir, data)
-            if train.classes != val.classes:
-                only = sorted(set(train.classes) ^ set(val.classes))
-                raise ToolboxError(f"{train_dir} and {held_out_dir} have different class "
-                                   f"folders ({', '.join(only[:5])})",
-                                   "give both the same class sub-folders")
-            splits = DataSplits(train, val, train.classes,
-                                f"{data} (train/ and {held_out_dir.name}/)")
-        else:
-            full, skipped = _readable_only(image_folder_source(train_dir, data))
-            _check_classes(full.classes, str(train_dir))
-            train_idx, val_idx = stratified_split(full.targets, val_split, seed)
-            splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
-                                full.classes, f"{train_dir} (stratified {val_split:g} "
-                                              f"validation split, seed {seed})",
-                                skipped=skipped)
-    elif dataset is not None:
-        import toolbox.datasets as datasets_mod
-
-        if root is None:
-            root = datasets_mod.default_root()
-        open_dataset = datasets_mod.open_dataset
-        train = FetchedSource(open_dataset(dataset, Path(root), "train"))
-        val = FetchedSource(open_dataset(dataset, Path(root), "test"))
-        splits = DataSplits(train, val, train.classes,
-                            f"data set {dataset} from {root} (official train/test split)")
-    else:
-        full = digits_source()
-        train_idx, val_idx = stratified_split(full.targets, val_split, seed)
-        splits = DataSplits(SubsetSource(full, train_idx), SubsetSource(full, val_idx),
-                            full.classes, f"built-in demo data: {DEMO_NAME} (1,797 8x8 images, "
-                                          f"10 classes, {val_split:g} validation split)",
-                            is_demo=True, default_img_size=DEMO_IMG_SIZE)
-    _check_classes(splits.classes, splits.description)
-    if len(splits.train) == 0 or len(splits.val) == 0:
-        raise ToolboxError(f"{splits.description}: the training or validation split is empty",
-                           "add images (each class needs at least two) or change --val-split")
-    return splits
-
-
-def _readable_only(source: FileSource) -> tuple[FileSource, list[SkippedFile]]:
-    """The files of `source` that open as images, and the ones that do not.
-
-    Run before a split is drawn, so that no class ends up with only unreadable validation
-    images (probing reads headers only; threads, as the files are read from disk).
-    """
-    from toolbox.images import probe_image
-
-    with ThreadPoolExecutor(8) as pool:
-        reasons = list(pool.map(probe_image, source.paths, chunksize=64))
-    keep = [i for i, reason in enumerate(reasons) if reason is None]
-    if len(keep) == len(source.paths):
-        return source, []
-    skipped = [SkippedFile(source.describe(i), reason) for i, reason in enumerate(reasons)
-               if reason is not None]
-    return FileSource([source.paths[i] for i in keep], source.targets[keep], source.classes,
-                      source.root, source.not_images), skipped
-
-
-def _check_classes(classes: Sequence[str], where: str) -> None:
-    if len(classes) < 2:
-        raise ToolboxError(f"{where} has {len(classes)} class; classification needs at least two",
-                           "add a sub-folder per class: DIR/<class>/<image>")
 
 
 class PreparedImages:
@@ -305,75 +169,9 @@ def cache_fits(n_images: int, meta: ModelMeta, budget: int = CACHE_BUDGET_BYTES)
     return n_images * math.prod(meta.input_size) <= budget
 
 
-def rank_share(source: Any, rank: int, world_size: int) -> Any:
-    """The samples of a split that one rank of `world_size` decodes, keeps and uses: a fixed
-    stride (every class is in every share, as splits are listed class by class).
-
-    Under `torchrun` each rank then holds 1/N of the decoded images instead of all of them; it
-    shuffles its own share every epoch (`epoch_indices`), and DDP averages the gradients of all
-    shares, so every sample still counts once per epoch.
-    """
-    if world_size <= 1:
-        return source
-    return SubsetSource(source, np.arange(rank, len(source), world_size))
-
-
-def epoch_indices(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                  length: int | None = None, weights: torch.Tensor | None = None
-                  ) -> list[int]:
-    """The order of a rank's `n` samples for `epoch`: a permutation seeded by (seed, epoch,
-    rank), so a resumed run sees the very same order, padded by wrapping around to `length`, so
-    that every rank takes the same number of steps (shares differ by one sample).
-
-    With `weights` (`--sampler balanced`), the epoch is instead `length` (or `n`) draws with
-    replacement in proportion to them, seeded the same way: under `torchrun` each rank draws
-    its share of the epoch from its own `rank_share`, which holds every class.
-    """
-    # rank 0 keeps the single-process order; other ranks draw their own.
-    generator = torch.Generator().manual_seed(seed + epoch + 1_000_003 * rank)
-    if weights is not None and n:
-        return torch.multinomial(weights, length or n, replacement=True,
-                                 generator=generator).tolist()
-    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-    if length is not None and n:
-        order = (order * math.ceil(length / n))[:length]
-    return order
-
-
-def sample_seed(seed: int, epoch: int, index: int, repeat: int = 0) -> int:
-    """Independent augmentation seed per (run seed, epoch, sample): the same images get the same
-    augmentation whatever the worker count, and a resumed epoch repeats exactly. `repeat` counts
-    earlier draws of the sample in the epoch (`--sampler balanced` draws with replacement), so
-    that a minority image drawn five times is augmented five ways; 0 keeps the seed of a
-    single draw."""
-    keys = [seed, epoch, index] + ([repeat] if repeat else [])
-    return int(np.random.SeedSequence(keys).generate_state(1)[0])
-
-
 # A sample from a DataLoader worker: (image, label, None, index), or (None, label,
 # SkippedFile, index) for a file that could not be read.
 _Item = tuple["torch.Tensor | None", torch.Tensor, "SkippedFile | None", int]
-
-
-class _EpochSampler(torch.utils.data.Sampler):
-    """Yields (epoch, index, repeat): persistent workers learn the epoch for seeding, and how
-    many times the epoch drew the sample before (see `sample_seed`)."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-        self.order: list[int] = []
-
-    def set(self, epoch: int, order: list[int]) -> None:
-        self.epoch, self.order = epoch, order
-
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        drawn: dict[int, int] = {}
-        for i in self.order:
-            drawn[i] = drawn.get(i, -1) + 1
-            yield self.epoch, i, drawn[i]
-
-    def __len__(self) -> int:
-        return len(self.order)
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
@@ -486,12 +284,12 @@ class BatchLoader:
         self.drop_last = drop_last
         self.augment = augment
         self.loader = None
-        self.sampler: _EpochSampler | None = None
+        self.sampler: EpochSampler | None = None
         if augment or not images.complete:
             if dataset is None:
                 dataset = (AugmentedDataset(images, augment, seed, rank, world_size) if augment
                            else _StreamDataset(images))
-            self.sampler = _EpochSampler()
+            self.sampler = EpochSampler()
             every_epoch = bool(augment) or images.tensor is None
             self.loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
@@ -537,7 +335,7 @@ class ShardLoader:
         self.batch_size = batch_size
         self.loader = None
         if not images.complete:
-            sampler = _EpochSampler()
+            sampler = EpochSampler()
             sampler.set(0, indices)
             self.loader = torch.utils.data.DataLoader(
                 _StreamDataset(images), batch_size=batch_size, sampler=sampler,

@@ -251,7 +251,7 @@ class AugmentedPairs:
 
     def __getitem__(self, item: tuple[int, int, int]) -> tuple[Any, Any, None, int]:
         from toolbox.augment import augment_with_mask, build_augmenter
-        from toolbox.train.data import sample_seed
+        from toolbox.train.sampling import sample_seed
 
         epoch, index, repeat = item
         if self._augmenter is None:

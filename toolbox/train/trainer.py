@@ -30,6 +30,7 @@ from toolbox.train.optim import LrSchedule, build_optimizer
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 from toolbox.train.resume import ResumePlan, backbone_scale, replan_for
 from toolbox.train.run_log import RunLog, open_run_log
+from toolbox.train.splits import load_splits
 from toolbox.train.start import model_for_run, run_start, write_args
 from toolbox.train.stopping import write_result
 
@@ -56,7 +57,7 @@ class Trainer:
         """(splits, model, meta, run data): the data found, the model built, the images
         decoded (or ready to be) with the loaders over them."""
         cfg, ctx = self.cfg, self.ctx
-        splits = data_mod.load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
+        splits = load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
                                       val_split=cfg.val_split, seed=cfg.seed)
         if cfg.img_size is None and splits.default_img_size:
             cfg.img_size = splits.default_img_size
