@@ -23,7 +23,7 @@ from toolbox.train import splits as splits_mod
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # about 55 s on an idle 2-core VM; a guard against hangs
 def test_full_training_on_the_demo_data_reaches_90_percent(tmp_path):
     # Full training from scratch (resnet18 at 32 px): the loop itself learns, no weights needed.
     result = finetune(FinetuneConfig(model="resnet18", img_size=32, pretrained=False, epochs=4,
