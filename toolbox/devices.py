@@ -90,3 +90,32 @@ def default_workers(cap: int | None = None) -> int:
     """The default number of worker processes: one per usable core, at most `cap`."""
     cores = usable_cores()
     return cores if cap is None else max(1, min(cap, cores))
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES = 256 << 20
+
+
+def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
+    """Let glibc keep freed blocks up to `limit` bytes for reuse instead of handing them back to
+    the kernel; whether it took effect (glibc only).
+
+    A CPU training step allocates its activations and gradients afresh: blocks above glibc's
+    mmap threshold are mapped and unmapped every step, and every page of them is faulted in
+    and zeroed again. resnet18 at 64 px in batches of 64 took 25,000 page faults and 70-90 ms
+    of kernel time a step that way (4% of its CPU time), about 1,000 and 6 ms with this. The
+    process then holds its working set between steps, as PyTorch's CUDA allocator does on the
+    GPU.
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, limit))
+    except (OSError, AttributeError):
+        return False

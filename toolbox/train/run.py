@@ -69,6 +69,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
     """
     # Torch and the trainer load here, not with the package: `tb finetune --help` and the
     # CLI's option defaults (read from FinetuneConfig) need neither.
+    from toolbox.devices import keep_freed_memory
     from toolbox.train.distributed import setup_distributed
     from toolbox.train.resume import plan_resume
     from toolbox.train.segment import SegmentTrainer
@@ -85,6 +86,8 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
     config.validate()
     lr_note = config.resolve_lr()
     ctx, device = setup_distributed(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults re-zeroing each step's activations
     try:
         if state is None:
             run_dir = Path(config.out) if config.out else _default_out(config.model)
