@@ -38,9 +38,12 @@ def test_finetune_start_up_leaves_out_what_a_run_does_not_use(tmp_path):
     assert done.returncode == 0, done.stderr
     modules = set(json.loads(done.stdout.splitlines()[-1]))
     assert "toolbox.train.trainer" in modules and "torch.utils.tensorboard" in modules
-    # The prediction and evaluation services (the export command's constants used to pull
-    # them in), and imageio, which plain PNGs no longer go through.
-    assert not {m for m in modules if m.startswith(("toolbox.inference", "imageio"))}
+    # Not the prediction and evaluation services (the export command's constants used to pull
+    # them in), nor imageio, which plain PNGs no longer go through, nor segmentation's trainer,
+    # losses, metrics and data code.
+    assert not {m for m in modules
+                if m.startswith(("toolbox.inference", "imageio", "toolbox.train.segment",
+                                 "toolbox.segment"))}
 
 
 def test_not_image_files_count_in_the_skipped_total(tmp_path, invoke):

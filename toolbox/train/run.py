@@ -72,8 +72,6 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
     from toolbox.devices import keep_freed_memory
     from toolbox.train.distributed import setup_distributed
     from toolbox.train.resume import plan_resume
-    from toolbox.train.segment import SegmentTrainer
-    from toolbox.train.trainer import Trainer
 
     progress = progress or NullProgress()
     config = dataclasses.replace(config)  # resolved values are filled in on a copy
@@ -95,10 +93,20 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
             if ctx.is_main:
                 _check_out(run_dir)
         config.out = str(run_dir)
-        trainer = SegmentTrainer if config.task == "segment" else Trainer
+        trainer = _trainer_class(config.task)
         return trainer(config, ctx, device, run_dir, state, resumed_from, progress,
                        on_start, on_epoch, lr_note, plan).run()
     finally:
         ctx.close()
 
 
+def _trainer_class(task: str) -> type:
+    """The task's trainer, imported alone: a classification run does not load segmentation's
+    losses, metrics and data code, nor the reverse beyond the base class."""
+    if task == "segment":
+        from toolbox.train.segment import SegmentTrainer
+
+        return SegmentTrainer
+    from toolbox.train.trainer import Trainer
+
+    return Trainer
