@@ -106,7 +106,8 @@ def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
     and zeroed again. resnet18 at 64 px in batches of 64 took 25,000 page faults and 70-90 ms
     of kernel time a step that way (4% of its CPU time), about 1,000 and 6 ms with this. The
     process then holds its working set between steps, as PyTorch's CUDA allocator does on the
-    GPU.
+    GPU: at most `limit` of free memory, 140 MB more peak resident memory in the short-run
+    benchmark (1.30 against 1.16 GB).
     """
     import ctypes
     import platform
