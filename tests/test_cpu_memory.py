@@ -1,5 +1,7 @@
-"""CPU training keeps the memory a step frees (`devices.keep_freed_memory`): measured in a fresh
-process, as page faults of a loop that allocates and frees step-sized tensors."""
+"""Memory and the garbage collector in a run: CPU training keeps the memory a step frees
+(`devices.keep_freed_memory`, measured as page faults in a fresh process), a training freezes
+what it was built from while it runs and unfreezes it after, and `tb` freezes everything as it
+exits so that Python's shutdown does not walk it."""
 
 from __future__ import annotations
 
@@ -42,15 +44,32 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert faults_kept < faults_default / 20
 
 
-def test_cpu_finetune_keeps_freed_memory(tmp_path, monkeypatch):
+def test_cpu_finetune_keeps_freed_memory_and_freezes_the_heap_while_it_runs(tmp_path,
+                                                                          monkeypatch):
+    import gc
+
     from finetune_helpers import digits_folder
 
     from toolbox import devices
     from toolbox.train import FinetuneConfig, finetune
 
-    calls = []
+    calls, frozen = [], []
     monkeypatch.setattr(devices, "keep_freed_memory", lambda: calls.append(True) or True)
     finetune(FinetuneConfig(data=str(digits_folder(tmp_path / "digits", per_class=4)),
                             model="test_resnet", img_size=16, pretrained=False, epochs=1,
-                            batch_size=8, workers=0, device="cpu", out=str(tmp_path / "run")))
+                            batch_size=8, workers=0, device="cpu", out=str(tmp_path / "run")),
+             on_epoch=lambda row: frozen.append(gc.get_freeze_count()))
     assert calls == [True]
+    assert frozen[0] > 10_000 and gc.get_freeze_count() == 0
+
+
+def test_tb_freezes_everything_as_it_exits():
+    probe = ("import atexit, gc, sys\n"
+             "from toolbox.cli.app import main\n"
+             "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
+             "sys.argv = ['tb', '--version']\n"
+             "main()\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split("frozen")[-1]) > 10_000

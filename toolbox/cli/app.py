@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Annotated
 
 import typer
@@ -71,4 +72,10 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # Everything the command made lives until the process ends anyway. Frozen, Python's
+        # shutdown does not walk it again: with torch, timm and torch._dynamo loaded that walk
+        # took 2 s, 6% of a one-epoch `tb finetune` on 2 cores.
+        gc.freeze()

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,19 @@ from toolbox.train.run_log import RunLog, open_run_log
 from toolbox.train.splits import load_splits
 from toolbox.train.start import model_for_run, run_start, write_args
 from toolbox.train.stopping import write_result
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """What is built by now (torch, timm, the model, the data index) lasts the whole run:
+    frozen, the garbage collector no longer walks it, in this process or in the loader workers
+    forked next, whose collections would otherwise copy every page those objects sit on.
+    Unfrozen after, so a caller running many trainings still collects their garbage."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class Trainer:
@@ -148,7 +163,7 @@ class Trainer:
         if self.on_start is None:  # otherwise the caller shows them with the start table
             for message in [*start.warnings, *start.notes]:
                 self.progress.note(message)
-        with open_run_log(self.run_dir, ctx.is_main, self.progress) as log:
+        with open_run_log(self.run_dir, ctx.is_main, self.progress) as log, frozen_heap():
             # The loader workers start decoding the first batches while the graph is traced.
             first = (self.data.loader.batches(state.epoch + 1) if state.epoch < cfg.epochs
                      else None)
