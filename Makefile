@@ -54,8 +54,10 @@ test: $(DEV_STAMP) lint
 fuzz: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q tests/test_fuzz_*.py --hypothesis-profile=fuzz
 
+# The benchmarks read the same Fashion-MNIST files as the tests.
 bench: $(DEV_STAMP)
-	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	dir="$$(TB=$(BIN)/tb tools/test_data.sh)" && export TB_TEST_FASHION_MNIST="$$dir" && \
+	    for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 # Builds the Dockerfile for real with buildah and runs tb inside the image (root, minutes; not
 # part of `make test`). See tools/docker_check.py.

@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _fashion import FASHION
 from _process_tree import run_with_peak_rss
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 IMG_SIZE, BATCH, WORKERS = 64, 64, 2
 TB = Path(sys.executable).parent / "tb"
 

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _fashion import FASHION
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 IMG_SIZE = 64
 
 

@@ -32,9 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _fashion import FASHION
+
 from toolbox.train import FinetuneConfig
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 TB = Path(sys.executable).parent / "tb"
 
 
