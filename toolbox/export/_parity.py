@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from toolbox import runs
 from toolbox.errors import ToolboxError
-from toolbox.images import ImageReadError
 from toolbox.progress import Progress
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -51,10 +49,14 @@ class ParityFailed(ToolboxError):
 
 def _spread(total: int, count: int) -> list[int]:
     """`count` indices evenly spread over `total` (class-sorted data: every class is seen)."""
+    import numpy as np
+
     return sorted({int(i) for i in np.linspace(0, total - 1, num=min(count, total)).round()})
 
 
 def _read_all(load: Callable[[int], np.ndarray], picks: Sequence[int]) -> list[np.ndarray]:
+    from toolbox.images import ImageReadError
+
     images = []
     for index in picks:
         try:
@@ -143,6 +145,7 @@ def compare(model: nn.Module, meta: ModelMeta, run_export: Callable[[np.ndarray]
     """Run the PyTorch model (preprocessed exactly as tb does) and the export (fed RGB in
     [0, 1] at the input size) on `images`; agreement of the argmax and the largest difference.
     """
+    import numpy as np
     import torch
 
     from toolbox.preprocess import normalize_uint8
