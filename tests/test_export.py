@@ -254,3 +254,42 @@ def test_bad_inputs_are_one_line_and_leave_no_file(trained, tmp_path, invoke):
     torchscript_opset = invoke("export", run, "--format", "torchscript", "--opset", "13")
     assert torchscript_opset.exit_code == 2
     assert "--opset applies to --format onnx only" in torchscript_opset.stderr
+
+
+
+def test_a_model_the_exporters_cannot_handle_is_one_line_and_leaves_no_file(trained, tmp_path,
+                                                                            monkeypatch, invoke):
+    """A forward that returns more than the logits (a None beside them, as a model returning
+    optional extras would), or that the tracers cannot follow (here it raises while traced, as
+    an operation they do not support does), fails each format with one line and a hint."""
+    import torch
+
+    import toolbox.export._graph as graph
+
+    run, data = trained
+    forward = graph.DeployModel.forward
+
+    def untraceable(self, x):
+        if torch.jit.is_tracing():
+            raise RuntimeError("an operation the tracer does not support")
+        return forward(self, x)
+
+    cases = [
+        (lambda self, x: [forward(self, x), None], "onnx",
+         "the model returns a list, not one tensor", "make its forward return the logits"),
+        (lambda self, x: [forward(self, x), None], "torchscript",
+         "the model returns a list, not one tensor", "make its forward return the logits"),
+        (untraceable, "torchscript", "cannot trace the model to TorchScript: RuntimeError: an "
+         "operation the tracer does not support", "try --format onnx"),
+        (untraceable, "onnx", "cannot export the model to ONNX: RuntimeError: an operation the "
+         "tracer does not support", "try --format torchscript"),
+    ]
+    for patched, fmt, message, hint in cases:
+        monkeypatch.setattr(graph.DeployModel, "forward", patched)
+        result = invoke("export", run, "--format", fmt, "--out", tmp_path / f"m.{fmt}",
+                        "--check-data", data)
+        assert result.exit_code == 1, (fmt, result.stderr)
+        assert message in result.stderr and hint in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
+    assert list(tmp_path.iterdir()) == []

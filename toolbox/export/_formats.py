@@ -44,9 +44,34 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def output_shape(module: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
+    """The shape of `module`'s output for `example`, run once before any file is written: both
+    formats hand on exactly one tensor, and the tracers would drop or mangle anything else (a
+    None beside the logits vanishes from an ONNX graph).
+
+    Raises:
+        ToolboxError: the model fails on an input of the run's size, or returns no one tensor.
+    """
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = module(example)
+    except Exception as exc:
+        raise ToolboxError(f"the model fails on an input of size {tuple(example.shape)}: "
+                           f"{type(exc).__name__}: {_first_line(exc)}",
+                           "rerun with --debug to see where") from exc
+    if not isinstance(out, torch.Tensor):
+        raise ToolboxError(f"the model returns a {type(out).__name__}, not one tensor of scores, "
+                           "so it cannot be exported", "make its forward return the logits alone")
+    return tuple(out.shape)
+
+
 def write_onnx(module: nn.Module, dest: Path, example: torch.Tensor, *, opset: int,
-               dynamic_batch: bool, output: str, metadata: dict[str, str]) -> None:
-    """Export `module` to ONNX at `dest`, with `metadata` as the model's `metadata_props`.
+               dynamic_batch: bool, output: str, sizes: tuple[int, ...],
+               metadata: dict[str, str]) -> None:
+    """Export `module` to ONNX at `dest`, with `metadata` as the model's `metadata_props` and
+    `sizes` (its `output_shape`) written for the output dimensions the tracer leaves symbolic.
 
     Raises:
         ToolboxError: an opset outside what the exporter writes, an operator it cannot express
@@ -80,8 +105,6 @@ def write_onnx(module: nn.Module, dest: Path, example: torch.Tensor, *, opset: i
     proto = onnx.load(str(dest))
     # The tracer leaves some output sizes symbolic (Concat_dim_1) where the model computes
     # them; they are fixed for a given input size, so write them down for the file's readers.
-    with torch.inference_mode():
-        sizes = module(example).shape
     for index, dim in enumerate(proto.graph.output[0].type.tensor_type.shape.dim):
         if not (dynamic_batch and index == 0):
             dim.dim_value = sizes[index]

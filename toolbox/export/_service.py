@@ -11,6 +11,7 @@ from toolbox.export._formats import (
     DEFAULT_OPSET,
     FORMATS,
     load_runner,
+    output_shape,
     write_onnx,
     write_torchscript,
 )
@@ -108,12 +109,13 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
     _, height, width = meta.input_size
     example = torch.rand(1, 3, height, width)
     used_opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None
+    sizes = output_shape(deploy, example)
     parity = None
     progress.note(f"exporting {loaded.model_file} to {FORMATS[fmt].label}")
     with atomic_path(dest) as tmp:
         if fmt == "onnx":
             write_onnx(deploy, tmp, example, opset=used_opset, dynamic_batch=dynamic_batch,
-                       output=output, metadata=metadata)
+                       output=output, sizes=sizes, metadata=metadata)
         else:
             write_torchscript(deploy, tmp, example, metadata=metadata)
         if check is not None:
