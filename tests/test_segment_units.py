@@ -144,6 +144,33 @@ def test_bad_pairs_are_skipped_with_one_line_each(tmp_path):
     assert reasons["toohigh"].startswith("class index 7 but there are only 2 classes")
 
 
+
+def test_a_segment_run_counts_every_skipped_pair(tmp_path, invoke):
+    """Pairs left out while matching (no mask, wrong size, class out of range) and while
+    decoding (a broken image) add up in the start table's skipped total and its warning."""
+    import json
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    good = (rng.random((12, 10)) > 0.5).astype(np.uint8)
+    for i in range(6):
+        _pair(tmp_path, "train", f"ok{i}", image, good)
+        _pair(tmp_path, "val", f"v{i}", image, good)
+    _pair(tmp_path, "train", "nomask", image, None)
+    _pair(tmp_path, "train", "small", image, good[:6])
+    _pair(tmp_path, "train", "toohigh", image, good * 7)
+    _pair(tmp_path, "train", "broken", image, good)
+    (tmp_path / "train" / "images" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "classes.txt").write_text("background\nthing\n")
+    args = ("finetune", "--task", "segment", "--data", tmp_path, "--model", "test_resnet",
+            "--no-pretrained", "--img-size", "16", "--batch-size", "4", "--workers", "0",
+            "--epochs", "1")
+    result = invoke(*args, "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    start = json.loads(result.stdout)["start"]
+    assert (start["skipped"], start["train_images"], start["val_images"]) == (4, 6, 6)
+    assert [w for w in start["warnings"] if w.startswith("skipped 4 image/mask pair(s), e.g. ")]
+
 def test_classes_are_numbered_without_classes_txt_and_a_split_is_drawn(tmp_path):
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     for i in range(10):

@@ -368,6 +368,7 @@ class RunData:
     cached: bool
     probed: list[SkippedFile] = field(default_factory=list)  # unreadable, left out before split
     class_counts: list[int] = field(default_factory=list)  # training images per class, all ranks
+    unit: str = "unreadable image(s)"  # what a skipped sample is, in the start table's warning
 
     def class_weights(self, rule: str) -> list[float] | None:
         """The loss's per-class weights for `--class-weights rule` (None: unweighted)."""
@@ -404,7 +405,7 @@ class RunData:
             return int(counts[0]), int(counts[1]), 0, []
         example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         return (int(counts[0]), int(counts[1]), total,
-                [f"skipped {total} unreadable image(s){example}"])
+                [f"skipped {total} {self.unit}{example}"])
 
 
 def prepare_run_data(splits: DataSplits, meta: ModelMeta, *, batch_size: int, seed: int,

@@ -117,10 +117,6 @@ class SegmentTrainer(Trainer):
                                     decoder=cfg.decoder,
                                     pretrained=cfg.pretrained and saved is None,
                                     img_size=cfg.img_size, seed=cfg.seed)
-        if splits.skipped:
-            first = splits.skipped[0]
-            built.warnings.append(f"skipped {len(splits.skipped)} image/mask pair(s), e.g. "
-                                  f"{first.path}: {first.reason}")
         meta = ModelMeta.from_dict(saved["meta"]) if saved is not None else built.meta
         if saved is not None:
             load_model_state(built.model, saved, self.resumed_from, cfg.model)
@@ -146,7 +142,9 @@ class SegmentTrainer(Trainer):
             dataset=AugmentedPairs(train, cfg.augment, cfg.seed) if cfg.augment else None)
         val_loader = ShardLoader(val, list(range(len(val))), batch_size=cfg.batch_size * 2,
                                  workers=0)
-        return splits, built, meta, RunData(train, val, loader, val_loader, True)
+        # Pairs left out while matching count in the run's skipped total, as unreadable ones do.
+        return splits, built, meta, RunData(train, val, loader, val_loader, True,
+                                            probed=splits.skipped, unit="image/mask pair(s)")
 
     def _loss(self) -> Any:
         return build_segment_loss(self.cfg.loss, num_classes=len(self.classes),
