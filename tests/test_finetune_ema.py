@@ -158,6 +158,18 @@ def test_cli_ema_run_reports_the_kept_weights_in_json(invoke, digits, tmp_path):
     assert data["best_weights"] == "ema"
     assert data["epochs"][0]["ema_val_acc1"] > data["epochs"][0]["val_acc1"]
     assert yaml.safe_load((run / "args.yaml").read_text())["ema"] is True
+    # The results table gives the EMA weights' accuracy a column of its own.
+    shown = invoke("finetune", "--data", digits, *TINY_ARGS, "--epochs", "1", "--ema",
+                   "--ema-decay", "0.9", "--val-split", "0.25", "--lr", "0.01", "--seed", "3",
+                   "--out", tmp_path / "shown")
+    assert shown.exit_code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    header = [cell.strip() for cell in next(x for x in lines if "train loss" in x).split("┃")]
+    row = [cell.strip() for cell in next(x for x in lines if x.split()[:2] == ["1", "│"])
+           .split("│")]
+    column = header.index("val acc") + 1
+    ema_acc = float(_metrics(tmp_path / "shown")[0]["ema_val_acc1"])
+    assert (header[column], row[column]) == ("EMA acc", f"{100 * ema_acc:.1f}%")
     bad = invoke("finetune", "--data", digits, *TINY_ARGS, "--ema", "--ema-decay", "1.5",
                  "--print-config")
     assert bad.exit_code == 2 and "--ema-decay must be between 0 and 1" in bad.stderr

@@ -93,6 +93,18 @@ def _ema_note(row: EpochRow | SegmentEpochRow) -> str:
     return f" | EMA {name} {_pct(getattr(row, 'ema_' + row.SCORE))}"
 
 
+def _with_ema(columns: list[str], rows: list[tuple], epochs: list, after: str
+              ) -> tuple[list[str], list[tuple]]:
+    """The results table with an "EMA <score>" column after `after` when the run had --ema."""
+    if not epochs or epochs[0].ema_val_loss is None:
+        return columns, rows
+    at = columns.index(after) + 1
+    name = "EMA mIoU" if hasattr(epochs[0], "val_miou") else "EMA acc"
+    scores = [_pct(getattr(r, "ema_" + r.SCORE)) for r in epochs]
+    return ([*columns[:at], name, *columns[at:]],
+            [(*row[:at], score, *row[at:]) for row, score in zip(rows, scores, strict=True)])
+
+
 def _kept(result: FinetuneResult) -> str:
     """Which weights the model file holds, when --ema made it a choice."""
     return "its EMA weights " if result.best_weights == "ema" else ""
@@ -104,6 +116,7 @@ def _show_segment_result(result: SegmentResult) -> None:
     rows = [(r.epoch, f"{r.train_loss:.3f}", f"{r.val_loss:.3f}", _pct(r.val_pixel_acc),
              _pct(r.val_miou), _pct(r.val_dice), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
              f"{r.epoch_time_s:.1f}s") for r in result.epochs]
+    columns, rows = _with_ema(columns, rows, result.epochs, after="mIoU")
     table = render.table(None, columns, rows, right=columns)
     table.show_edge = table.pad_edge = False
     render.show(table)
@@ -129,8 +142,9 @@ def _show_result(result: FinetuneResult) -> None:
     rows = [(r.epoch, f"{r.train_loss:.3f}", _pct(r.train_acc1), f"{r.val_loss:.3f}",
              _pct(r.val_acc1), _pct(r.val_acc5), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
              f"{r.epoch_time_s:.1f}s") for r in result.epochs]
+    columns, rows = _with_ema(columns, rows, result.epochs, after="val acc")
     table = render.table(None, columns, rows, right=columns)
-    table.show_edge = table.pad_edge = False  # nine columns fit 80 characters
+    table.show_edge = table.pad_edge = False  # nine columns fit 80 characters (ten with --ema)
     render.show(table)
     per_class = [(name, _pct(acc)) for name, acc in result.per_class_acc.items()]
     render.show(render.table(None, ["class", "val accuracy"], per_class,
