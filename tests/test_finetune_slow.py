@@ -114,17 +114,42 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     # The validation figures were summed over both ranks: the saved model, fed exactly as
     # `tb evaluate` feeds it, scores the recorded accuracy on the whole validation split.
     model, meta = load_model_file(out / "model.safetensors")
-    splits = splits_mod.load_splits(data=None, dataset=None, root=None, val_split=0.2, seed=0)
-    batch = torch.stack([eval_tensor(splits.val.load(i), meta) for i in range(len(splits.val))])
-    with torch.no_grad():
-        predicted = model.eval()(batch).argmax(1).numpy()
-    accuracy = float((predicted == splits.val.targets).mean())
-    assert accuracy == pytest.approx(payload["best_val_acc1"], abs=1e-9)
+    assert _val_accuracy(model, meta) == pytest.approx(payload["best_val_acc1"], abs=1e-9)
     # Each rank trained on its half of the data: 1438 images / 2 ranks / 64 = 11 steps an epoch.
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
     assert steps == {22.0}
 
+
+
+def _val_accuracy(model: torch.nn.Module, meta) -> float:
+    """`model`'s accuracy on the whole validation split of the built-in data, fed as
+    `tb evaluate` feeds it (one process, every image)."""
+    splits = splits_mod.load_splits(data=None, dataset=None, root=None, val_split=0.2, seed=0)
+    batch = torch.stack([eval_tensor(splits.val.load(i), meta) for i in range(len(splits.val))])
+    with torch.no_grad():
+        predicted = model.eval()(batch).argmax(1).numpy()
+    return float((predicted == splits.val.targets).mean())
+
+
+def test_torchrun_with_ema_averages_the_same_weights_on_every_rank(tmp_path):
+    """Each rank keeps its own average of the weights DDP keeps equal; the EMA accuracy the run
+    records (validated on both ranks' shares, summed) is the saved average's on the whole split,
+    which holds only when the ranks' averages agree."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29518", "-m", "toolbox", "finetune", "--model", "test_resnet",
+           "--img-size", "16", "--no-pretrained", "--epochs", "1", "--ema", "--ema-decay", "0.9",
+           "--out", str(out), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(done.stdout)["epochs"][0]
+    assert [e.step for e in read_events(out).Scalars("acc1/val_ema")] == [1]
+    model, meta = load_model_file(out / "model.safetensors")
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["ema"]["steps"] == 11  # 1438 images / 2 ranks / 64 a batch
+    model.load_state_dict(state["ema"]["weights"])
+    assert _val_accuracy(model, meta) == pytest.approx(row["ema_val_acc1"], abs=1e-9)
 
 def test_weights_from_an_earlier_run_beat_random_weights_frozen(tmp_path, tb_subprocess):
     """Real transfer: a backbone trained on five Fashion-MNIST classes, frozen, on five others."""
