@@ -168,6 +168,17 @@ def _tar_link_to_nothing() -> bytes:
     return buffer.getvalue()
 
 
+def _tar_link_too_long_to_follow() -> bytes:
+    """A tar whose symbolic link stays inside the folder but names a target longer than the
+    system takes (stat on the link fails with ENAMETOOLONG)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("0")
+        info.type, info.linkname = tarfile.SYMTYPE, "x" * 5000
+        tar.addfile(info)
+    return buffer.getvalue()
+
+
 def _zip_with_a_bad_name() -> bytes:
     """A zip that says its member name is UTF-8 but holds bytes that are not."""
     buffer = io.BytesIO()
@@ -187,6 +198,7 @@ def _inside(path: Path, folder: Path) -> bool:
        name=st.sampled_from(["a.tar", "a.tar.gz", "a.zip", "a.tgz", "a.bin"]))
 @example(data=_tar_link_to_nothing(), name="a.tar")
 @example(data=_zip_with_a_bad_name(), name="a.zip")
+@example(data=_tar_link_too_long_to_follow(), name="a.tar")
 def test_archive_extracts_inside_dest_or_is_refused(tmp_path, data, name):
     with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
         work = Path(folder) / "work"

@@ -121,6 +121,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @example(spec="Fliplr(" + "9" * 5000 + ")")
 @example(spec="Fliplr(" + "[" * 300 + "]" * 300 + ")")
 @example(spec="Fliplr(p=" + "1+" * 3000 + "1)")
+@example(spec="Add([Add()])")  # a step inside a plain value's list must round-trip
 def test_inline_spec_loads_or_is_refused_in_one_line(workdir, spec):
     pipeline = outcome(load_spec, spec)
     if pipeline is not None:

@@ -372,13 +372,20 @@ def step_to_data(step: Step, bare: bool = True) -> Any:
     """A resolved Step (keyword arguments only) as YAML/JSON-ready data, markers included.
 
     This is the inverse of the parser: a step without arguments is written as its bare name
-    (or `{Name: {}}` when `bare` is false, inside parameter values).
+    where the parser reads a name as a step (a pipeline item, a child list's item), else as
+    `{Name: {}}` (`bare` false: inside other parameter values).
     """
     if step.args:
         raise ValueError(f"{step.name}: only resolved steps (keyword arguments) can be written")
     if not step.kwargs:
         return step.name if bare else {step.name: {}}
-    return {step.name: {k: value_to_data(v) for k, v in step.kwargs}}
+    return {step.name: {k: [step_to_data(c) for c in v] if _is_child_list(k, v)
+                        else value_to_data(v) for k, v in step.kwargs}}
+
+
+def _is_child_list(key: str, value: Any) -> bool:
+    return key in CHILD_PARAMS and isinstance(value, list) and all(
+        isinstance(v, Step) for v in value)
 
 
 def value_to_data(value: Any) -> Any:
@@ -391,7 +398,7 @@ def value_to_data(value: Any) -> Any:
         return {marker: items}
     if isinstance(value, list):
         if value and all(isinstance(v, Step) for v in value):
-            return [step_to_data(v) for v in value]
+            return [step_to_data(v, bare=False) for v in value]
         return {"choice": [value_to_data(v) for v in value]}
     if isinstance(value, dict):
         return {k: value_to_data(v) for k, v in value.items()}

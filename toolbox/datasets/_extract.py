@@ -90,7 +90,16 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
             NotImplementedError, zlib.error, lzma.LZMAError) as exc:
         raise ToolboxError(f"cannot extract {archive}: {exc}",
                            "the archive is truncated or damaged; fetch it again") from exc
-    return sorted(p for p in dest.rglob("*") if p.is_file())
+    return sorted(p for p in dest.rglob("*") if _is_file(p))
+
+
+def _is_file(path: Path) -> bool:
+    """A regular file, or a link to one; False for a link the system cannot follow (a link
+    loop, or a target name longer than the system allows: both may come out of an archive)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def gunzip(src: Path, dest: Path) -> Path:
