@@ -353,6 +353,8 @@ def registry_entries(draw: st.DrawFn) -> dict:
 @given(data=st.lists(registry_entries(), max_size=2).map(lambda e: {"datasets": e})
        | st.lists(registry_entries(), max_size=2) | _ANY | st.dictionaries(st.text(max_size=3),
                                                                              _ANY, max_size=2))
+@example(data={"datasets": [{"name": None, "loader": "cifar10", "files": [
+    {"filename": "a.tar", "md5": "0" * 32, "members": [{"path": "a/b"}]}]}]})
 def test_registry_files_load_or_are_refused(tmp_path, monkeypatch, data):
     from toolbox.datasets import REGISTRY_ENV, list_datasets
 

@@ -254,12 +254,11 @@ def _extra_from_json(entry: dict, source: str) -> DatasetInfo:
     # Files are written to ROOT/<member path> and downloads/<filename>: a `..` or an absolute
     # path in someone else's registry file would write outside the root.
     names = [info.name, *(f.filename for f in info.files)]
-    bad = next((n for n in names if not (_is_inside(n) and "/" not in n)), None)
-    bad = bad if bad is not None else next(
-        (m.path for m in info.members if not _is_inside(m.path)), None)
-    if bad is not None:
+    bad = [n for n in names if not (_is_inside(n) and "/" not in n)]
+    bad += [m.path for m in info.members if not _is_inside(m.path)]
+    if bad:  # a list, not next(..., None): a name may itself be null in the JSON
         raise ToolboxError(f"bad data set entry in {source}: names, file names and member "
-                           f"paths must stay inside the data set folder, got {bad!r}")
+                           f"paths must stay inside the data set folder, got {bad[0]!r}")
     if info.loader not in LOADERS:
         raise ToolboxError(f"bad data set entry '{info.name}' in {source}: loader must be one of "
                            f"{', '.join(LOADERS)}")
