@@ -355,6 +355,8 @@ def registry_entries(draw: st.DrawFn) -> dict:
                                                                              _ANY, max_size=2))
 @example(data={"datasets": [{"name": None, "loader": "cifar10", "files": [
     {"filename": "a.tar", "md5": "0" * 32, "members": [{"path": "a/b"}]}]}]})
+@example(data={"datasets": [{"name": "mine", "loader": "cifar10", "files": [
+    {"filename": "a.tar", "md5": "0" * 32, "unpack": [], "members": [{"path": "a/b"}]}]}]})
 def test_registry_files_load_or_are_refused(tmp_path, monkeypatch, data):
     from toolbox.datasets import REGISTRY_ENV, list_datasets
 

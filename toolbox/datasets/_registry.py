@@ -232,6 +232,9 @@ LOADERS = ("cifar10", "cifar100", "mnist", "svhn", "oxford-pet")
 SEGMENTATION_LOADERS = frozenset({"oxford-pet"})  # built into a tb segmentation folder
 
 
+_ENTRY_HINT = "each entry needs name, loader, files[{filename, md5, members}]"
+
+
 def _extra_from_json(entry: dict, source: str) -> DatasetInfo:
     """One entry of a `$TB_DATASETS_REGISTRY` file (see the README) as a DatasetInfo."""
     try:
@@ -248,9 +251,8 @@ def _extra_from_json(entry: dict, source: str) -> DatasetInfo:
             mirrors=tuple(entry.get("mirrors", ())), files=files,
             description=entry.get("description", ""), builtin=False)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ToolboxError(f"bad data set entry in {source}: {exc!r}",
-                           "each entry needs name, loader, files[{filename, md5, members}]"
-                           ) from exc
+        raise ToolboxError(f"bad data set entry in {source}: {exc!r}", _ENTRY_HINT) from exc
+    _check_json_types(entry, info, source)
     # Files are written to ROOT/<member path> and downloads/<filename>: a `..` or an absolute
     # path in someone else's registry file would write outside the root.
     names = [info.name, *(f.filename for f in info.files)]
@@ -270,6 +272,26 @@ def _extra_from_json(entry: dict, source: str) -> DatasetInfo:
         raise ToolboxError(f"bad data set entry '{info.name}' in {source}: unpack must be "
                            "tar, gzip or none")
     return info
+
+
+def _check_json_types(entry: dict, info: DatasetInfo, source: str) -> None:
+    """Refuse the first field of a registry entry that is not what JSON should hold there
+    (text, or a list of texts), before a wrong type fails somewhere deeper."""
+    for key in ("classes", "mirrors", "files"):
+        if not isinstance(entry.get(key, []), list):
+            raise ToolboxError(f"bad data set entry in {source}: {key} must be a list", _ENTRY_HINT)
+    texts = [("name", info.name), ("title", info.title), ("task", info.task),
+             ("loader", info.loader), ("license_url", info.license_url),
+             ("homepage", info.homepage), ("description", info.description),
+             *(("classes", c) for c in info.classes), *(("mirrors", m) for m in info.mirrors)]
+    for file in info.files:
+        texts += [("filename", file.filename), ("md5", file.md5), ("unpack", file.unpack),
+                  *(("members.path", m.path) for m in file.members),
+                  *(("members.md5", m.md5) for m in file.members if m.md5 is not None)]
+    bad = next(((key, value) for key, value in texts if not isinstance(value, str)), ())
+    if bad:
+        raise ToolboxError(f"bad data set entry in {source}: {bad[0]} must be text, got "
+                           f"{bad[1]!r}", _ENTRY_HINT)
 
 
 def _is_inside(path: Any) -> bool:
