@@ -114,8 +114,13 @@ def _literal(node: ast.AST, where: str, text: str) -> Any:
                                                  and isinstance(k.value, str))), None)
         if bad is not None:
             raise _err(where, f"dictionary keys must be quoted names, got {_source(text, bad)!r}")
-        return {k.value: _literal(v, where, text)
-                for k, v in zip(node.keys, node.values, strict=True)}
+        value = {k.value: _literal(v, where, text)
+                 for k, v in zip(node.keys, node.values, strict=True)}
+        if _is_augmenter_item(value):  # pipeline.yaml would read it back as that augmenter
+            raise _err(where, f"a dictionary whose one key is {next(iter(value))!r} reads as "
+                              f"an augmenter; imgaug's dictionaries take lower-case keys such "
+                              f"as 'x' and 'y'")
+        return value
     if isinstance(node, ast.Call):
         return _call(node, where, text)
     if isinstance(node, ast.Name):
