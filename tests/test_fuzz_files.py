@@ -179,6 +179,17 @@ def _tar_link_too_long_to_follow() -> bytes:
     return buffer.getvalue()
 
 
+def _tar_of_links(*links: tuple[str, str]) -> bytes:
+    """A tar of symbolic links, (name, target) each, in that order."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
 def _zip_with_a_bad_name() -> bytes:
     """A zip that says its member name is UTF-8 but holds bytes that are not."""
     buffer = io.BytesIO()
@@ -199,6 +210,12 @@ def _inside(path: Path, folder: Path) -> bool:
 @example(data=_tar_link_to_nothing(), name="a.tar")
 @example(data=_zip_with_a_bad_name(), name="a.zip")
 @example(data=_tar_link_too_long_to_follow(), name="a.tar")
+# Each link passes the filter alone, yet they point outside: a link named "a/" (its target is
+# judged from inside a/, the link is made as a), a chain through a link that climbs, and a
+# link to "a//b" (a loop that Python 3.11's realpath reads as /b).
+@example(data=_tar_of_links(("a/", "../escape")), name="a.tar")
+@example(data=_tar_of_links(("a/", "a//b")), name="a.tar")
+@example(data=_tar_of_links(("d1/d2/l1", ".."), ("l2", "d1/d2/l1/../../..")), name="a.tar")
 def test_archive_extracts_inside_dest_or_is_refused(tmp_path, data, name):
     with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
         work = Path(folder) / "work"

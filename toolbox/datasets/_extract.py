@@ -2,7 +2,12 @@
 
 Tar members go through Python's own `tarfile.data_filter` (PEP 706), checked for every member
 before anything is written: absolute paths, `..` components, links that point outside the
-folder, device files and special permission bits are refused. Zip members are checked the same
+folder, device files and special permission bits are refused. Symbolic links that climb (`..`
+in the target), whose target is not in normal form, or that are named like a folder are
+refused too: the filter judges each link alone, before any is written, so a chain of links, or
+a link named `a/` (Python 3.11.7's filter joins its target from inside `a`, then the link is
+created as `a`), can reach outside although every single check passed; a link without `..`
+resolves below its own folder, and so does any chain of them. Zip members are checked the same
 way by hand (zipfile has no link support, but stored symlinks and `..` names are refused too).
 """
 
@@ -45,6 +50,28 @@ def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
                                  "the archive is damaged or malicious")
 
 
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, dest: Path) -> None:
+    hint = "the archive is damaged or malicious; nothing was extracted"
+    try:
+        tarfile.data_filter(member, str(dest))
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"refusing {archive.name}: member '{member.name}': {exc}",
+                                 hint) from exc
+    if member.issym() and not _plain_link(member):
+        raise UnsafeArchiveError(f"refusing {archive.name}: member '{member.name}' is a symbolic "
+                                 f"link to '{member.linkname}', which may lead outside the folder",
+                                 hint)
+
+
+def _plain_link(member: tarfile.TarInfo) -> bool:
+    """A symbolic link the module's rule admits: a relative target in normal form without `..`
+    (no `//` or `.` either, which Python 3.11's realpath misreads) under a name that is not
+    written like a folder."""
+    target = PurePosixPath(member.linkname)
+    return (not member.name.endswith("/") and target.as_posix() == member.linkname
+            and not target.is_absolute() and ".." not in target.parts)
+
+
 def _data_filter_umask(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """`tarfile.data_filter`, but files get the user's umask instead of the archive's modes
     (as every file tb writes does; an archive made with umask 077 would otherwise stay private)."""
@@ -67,12 +94,7 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
             with tarfile.open(archive, "r:*") as tar:
                 members = tar.getmembers()
                 for member in members:
-                    try:
-                        tarfile.data_filter(member, str(dest))
-                    except tarfile.FilterError as exc:
-                        raise UnsafeArchiveError(
-                            f"refusing {archive.name}: member '{member.name}': {exc}",
-                            "the archive is damaged or malicious; nothing was extracted") from exc
+                    _check_tar_member(archive, member, dest)
                 tar.extractall(dest, members=members, filter=_data_filter_umask)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
