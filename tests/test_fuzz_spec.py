@@ -123,6 +123,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @example(spec="Fliplr(p=" + "1+" * 3000 + "1)")
 @example(spec="Add([Add()])")  # a step inside a plain value's list must round-trip
 @example(spec="Add({'A': 0})")  # a dict that pipeline.yaml would read as an augmenter
+@example(spec="Sequential('A')")  # a text where augmenters belong
 def test_inline_spec_loads_or_is_refused_in_one_line(workdir, spec):
     pipeline = outcome(load_spec, spec)
     if pipeline is not None:

@@ -235,6 +235,7 @@ def resolve_step(step: Step) -> Step:
         bound[key] = value
     for key, value in bound.items():
         _check_text_choice(step, key, value)
+        _check_children(step, key, value)
     missing = [p.name for p in info.params if p.required and p.name not in bound]
     if missing:
         raise AugmentSpecError(
@@ -256,6 +257,17 @@ def _check_text_choice(step: Step, key: str, value: Any) -> None:
         raise AugmentSpecError(
             f"{step.where or step.name}: {step.name} does not take {key}={bad[0]!r}",
             f"{key} takes one of: {', '.join(allowed)} (or a list of them, or 'ALL')")
+
+
+def _check_children(step: Step, key: str, value: Any) -> None:
+    """A container's children are augmenters: anything else imgaug refuses only when it builds
+    the pipeline, and a text there would read back from pipeline.yaml as an augmenter's name."""
+    items = value if isinstance(value, list) else [value]
+    if key in CHILD_PARAMS and value is not None and not all(isinstance(v, Step) for v in items):
+        bad = next(v for v in items if not isinstance(v, Step))
+        raise AugmentSpecError(
+            f"{step.where or step.name}: {step.name}'s {key} takes augmenters, got {bad!r}",
+            f"for example: {get_augmenter_info(step.name).example}")
 
 
 def _resolve_value(value: Any) -> Any:
