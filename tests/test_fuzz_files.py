@@ -190,6 +190,13 @@ def _tar_of_links(*links: tuple[str, str]) -> bytes:
     return buffer.getvalue()
 
 
+def _zip_with_an_empty_name() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(""), b"")
+    return buffer.getvalue()
+
+
 def _zip_with_a_bad_name() -> bytes:
     """A zip that says its member name is UTF-8 but holds bytes that are not."""
     buffer = io.BytesIO()
@@ -209,6 +216,7 @@ def _inside(path: Path, folder: Path) -> bool:
        name=st.sampled_from(["a.tar", "a.tar.gz", "a.zip", "a.tgz", "a.bin"]))
 @example(data=_tar_link_to_nothing(), name="a.tar")
 @example(data=_zip_with_a_bad_name(), name="a.zip")
+@example(data=_zip_with_an_empty_name(), name="a.zip")
 @example(data=_tar_link_too_long_to_follow(), name="a.tar")
 # Each link passes the filter alone, yet they point outside: a link named "a/" (its target is
 # judged from inside a/, the link is made as a), a chain through a link that climbs, and a

@@ -41,6 +41,9 @@ def is_archive(path: Path) -> bool:
 
 def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
     name = info.filename
+    if not name:  # zipfile itself fails on it with an IndexError
+        raise ToolboxError(f"cannot extract {archive}: a member has an empty name",
+                           "the archive is truncated or damaged; fetch it again")
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
         raise UnsafeArchiveError(f"refusing {archive.name}: member '{name}' points outside the "
