@@ -179,13 +179,13 @@ def _tar_link_too_long_to_follow() -> bytes:
     return buffer.getvalue()
 
 
-def _tar_of_links(*links: tuple[str, str]) -> bytes:
-    """A tar of symbolic links, (name, target) each, in that order."""
+def _tar_of_links(*links: tuple[str, str], kind: bytes = tarfile.SYMTYPE) -> bytes:
+    """A tar of links of one `kind`, (name, target) each, in that order."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, target in links:
             info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
+            info.type, info.linkname = kind, target
             tar.addfile(info)
     return buffer.getvalue()
 
@@ -217,6 +217,8 @@ def _inside(path: Path, folder: Path) -> bool:
 @example(data=_tar_link_to_nothing(), name="a.tar")
 @example(data=_zip_with_a_bad_name(), name="a.zip")
 @example(data=_zip_with_an_empty_name(), name="a.zip")
+@example(data=_tar_of_links(("x", "."), kind=tarfile.LNKTYPE), name="a.tar")  # recursed
+@example(data=_tar_of_links(("x", "x"), kind=tarfile.LNKTYPE), name="a.tar")
 @example(data=_tar_link_too_long_to_follow(), name="a.tar")
 # Each link passes the filter alone, yet they point outside: a link named "a/" (its target is
 # judged from inside a/, the link is made as a), a chain through a link that climbs, and a

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -53,8 +54,17 @@ def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
                                  "the archive is damaged or malicious")
 
 
-def _check_tar_member(archive: Path, member: tarfile.TarInfo, dest: Path) -> None:
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, dest: Path,
+                      files: set[str]) -> None:
+    """Refuse `member` unless it is safe to write into `dest`; `files` holds the (normalised)
+    names of the files before it, which are all a hard link may name."""
     hint = "the archive is damaged or malicious; nothing was extracted"
+    if member.islnk() and posixpath.normpath(member.linkname) not in files:
+        # tarfile would fall back to extracting the target member again, which for a link to
+        # a folder or to itself recurses without end.
+        raise UnsafeArchiveError(f"refusing {archive.name}: member '{member.name}' is a hard "
+                                 f"link to '{member.linkname}', which is not a file before it",
+                                 hint)
     try:
         tarfile.data_filter(member, str(dest))
     except tarfile.FilterError as exc:
@@ -96,8 +106,11 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
         if tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tar:
                 members = tar.getmembers()
+                files: set[str] = set()
                 for member in members:
-                    _check_tar_member(archive, member, dest)
+                    _check_tar_member(archive, member, dest, files)
+                    if member.isreg() or member.islnk():
+                        files.add(posixpath.normpath(member.name))
                 tar.extractall(dest, members=members, filter=_data_filter_umask)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
