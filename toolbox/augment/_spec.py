@@ -322,7 +322,7 @@ def pipeline_from_data(data: Any, source: str = "") -> Pipeline:
     """A Pipeline from loaded YAML/JSON data (a mapping with `pipeline:` or a bare list)."""
     seed = None
     if isinstance(data, dict):
-        unknown = sorted(set(data) - {"pipeline", "seed"})
+        unknown = sorted(set(data) - {"pipeline", "seed"}, key=str)  # YAML keys may be null
         if unknown:
             raise _err(source, f"unknown top-level key(s) {', '.join(map(str, unknown))}",
                        "a pipeline file holds `pipeline:` (a list of augmenters) and "
