@@ -39,6 +39,16 @@ def test_inline_spec_parses_tuples_lists_and_nesting():
     assert steps[2].args[1] == Step("GaussianBlur", (), (("sigma", (0, 3.0)),))
 
 
+
+def test_children_are_augmenters_in_a_list_or_a_tuple():
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    for spec in ("Sequential([Fliplr(1.0), Flipud(1.0)])",
+                 "Sequential((Fliplr(1.0), Flipud(1.0)))"):
+        out = build_augmenter(spec, seed=0)(images=[image])[0]
+        assert (out == image[::-1, ::-1]).all(), spec
+    with pytest.raises(ToolboxError, match="Sequential's children takes augmenters, got 'A'"):
+        build_augmenter("Sequential('A')", seed=0)
+
 def test_pil_like_augmenters_and_prefixes():
     steps = load_spec("iaa.Fliplr(0.5); pillike.Autocontrast(cutoff=(0, 10)); "
                       "iaa.pillike.Equalize; Grayscale").steps

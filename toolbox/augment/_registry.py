@@ -262,7 +262,7 @@ def _check_text_choice(step: Step, key: str, value: Any) -> None:
 def _check_children(step: Step, key: str, value: Any) -> None:
     """A container's children are augmenters: anything else imgaug refuses only when it builds
     the pipeline, and a text there would read back from pipeline.yaml as an augmenter's name."""
-    items = value if isinstance(value, list) else [value]
+    items = value if isinstance(value, list | tuple) else [value]
     if key in CHILD_PARAMS and value is not None and not all(isinstance(v, Step) for v in items):
         bad = next(v for v in items if not isinstance(v, Step))
         raise AugmentSpecError(
