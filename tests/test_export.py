@@ -12,7 +12,7 @@ import pytest
 from inference_helpers import SIZE, shared_run, write_folder
 
 from toolbox import runs
-from toolbox.export import ParityFailed, export_model
+from toolbox.export import EXPORTERS, ParityFailed, export_model
 from toolbox.images import read_image
 from toolbox.inference import evaluate, predict_images
 
@@ -24,12 +24,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return shared_run(tmp_path_factory.mktemp("trained")), write_folder(base / "data", 4, seed=5)
 
 
-@pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory: pytest.TempPathFactory):
-    """One ONNX export of the run (checked on the colour images), shared by the module."""
+@pytest.fixture(scope="module", params=EXPORTERS)
+def exported(request, trained, tmp_path_factory: pytest.TempPathFactory):
+    """One ONNX export of the run per exporter (checked on the colour images), shared by the
+    module: the tests that read it run once for each."""
     run, data = trained
     out = tmp_path_factory.mktemp("onnx") / "colours.onnx"
-    return export_model(run, out=out, check=8, check_data=data)
+    result = export_model(run, out=out, check=8, check_data=data,
+                          legacy_exporter=request.param == "torchscript")
+    assert result.exporter == request.param and result.exporter_note is None
+    return result
 
 
 def _torch_probs(run: Path, files: list[Path]) -> np.ndarray:
@@ -127,7 +131,7 @@ def test_summary_of_an_onnx_file(trained, exported, invoke):
     assert out["inputs"] == [{"name": "image", "shape": ["batch", 3, SIZE, SIZE],
                               "dtype": "float32"}]
     assert out["outputs"] == [{"name": "logits", "shape": ["batch", 3], "dtype": "float32"}]
-    assert out["opset"] == 17
+    assert out["opset"] == exported.opset == (18 if exported.exporter == "dynamo" else 17)
     model, _ = load_model_file(run / runs.MODEL_FILE)
     weights = sum(p.numel() for p in model.parameters())
     # The graph's weights are the model's plus the normalisation constants (mean, std).
@@ -159,12 +163,16 @@ def test_torchscript_with_softmax_and_extra_files(trained, tmp_path, invoke):
     np.testing.assert_allclose(probs, _torch_probs(run, files), atol=2e-3)
 
 
-def test_no_check_and_static_batch(trained, tmp_path, invoke):
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_no_check_and_static_batch(trained, tmp_path, invoke, exporter):
     run, _ = trained
     out = tmp_path / "static.onnx"
-    result = invoke("export", run, "--out", out, "--no-check", "--no-dynamic-batch", "--json")
+    legacy = ["--legacy-exporter"] if exporter == "torchscript" else []
+    result = invoke("export", run, "--out", out, "--no-check", "--no-dynamic-batch", "--json",
+                    *legacy)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["parity"] is None
+    assert json.loads(result.stdout)["exporter"] == exporter
     assert "parity not checked (--no-check)" in result.stderr
     summary = json.loads(invoke("summary", out, "--json").stdout)
     assert summary["inputs"][0]["shape"] == [1, 3, SIZE, SIZE]
@@ -270,7 +278,7 @@ def test_a_model_the_exporters_cannot_handle_is_one_line_and_leaves_no_file(trai
     forward = graph.DeployModel.forward
 
     def untraceable(self, x):
-        if torch.jit.is_tracing():
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
             raise RuntimeError("an operation the tracer does not support")
         return forward(self, x)
 
@@ -293,3 +301,42 @@ def test_a_model_the_exporters_cannot_handle_is_one_line_and_leaves_no_file(trai
         assert "Traceback" not in result.stderr
         assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_legacy_exporter_stands_in_where_dynamo_cannot(trained, tmp_path, monkeypatch,
+                                                           invoke):
+    """A model torch.export cannot follow (here it raises while dynamo traces it) is written by
+    the TorchScript-based exporter, checked as usual, with a note saying so; an opset below what
+    dynamo writes goes the same way, and --legacy-exporter is for ONNX only."""
+    import onnx
+    import torch
+
+    import toolbox.export._graph as graph
+
+    run, data = trained
+    forward = graph.DeployModel.forward
+
+    def not_for_dynamo(self, x):
+        if torch.compiler.is_compiling():
+            raise RuntimeError("an operation torch.export does not support")
+        return forward(self, x)
+
+    monkeypatch.setattr(graph.DeployModel, "forward", not_for_dynamo)
+    out = tmp_path / "fallback.onnx"
+    result = invoke("export", run, "--out", out, "--check-data", data, "--check", "6")
+    assert result.exit_code == 0, result.stderr
+    stderr = " ".join(result.stderr.split())  # the note is wrapped to the terminal
+    assert "the dynamo exporter could not export the model" in stderr
+    assert "does not support): used the TorchScript-based exporter" in stderr
+    assert "torchscript exporter" in result.stdout and "passed" in result.stdout
+    assert onnx.load(str(out)).opset_import[0].version == 18
+    monkeypatch.setattr(graph.DeployModel, "forward", forward)
+    low = invoke("export", run, "--out", tmp_path / "low.onnx", "--opset", "13", "--no-check",
+                 "--json")
+    assert low.exit_code == 0, low.stderr
+    report = json.loads(low.stdout)
+    assert report["exporter"] == "torchscript" and report["opset"] == 13
+    assert "opset 13 is below what the dynamo exporter writes" in report["exporter_note"]
+    misuse = invoke("export", run, "--format", "torchscript", "--legacy-exporter")
+    assert misuse.exit_code == 2
+    assert "--legacy-exporter applies to --format onnx only" in misuse.stderr

@@ -11,7 +11,7 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import JsonOpt
-from toolbox.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from toolbox.export import DEFAULT_OPSET, FORMATS, LEGACY_DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 if TYPE_CHECKING:
     from toolbox.export import ExportResult, ParityResult
@@ -31,7 +31,8 @@ def _parity_rows(parity: ParityResult) -> list[tuple[str, object]]:
 def _show(result: ExportResult) -> None:
     rows: list[tuple[str, object]] = [
         ("file", result.file),
-        ("format", result.format + (f" (opset {result.opset})" if result.opset else "")),
+        ("format", result.format + (f" (opset {result.opset}, {result.exporter} exporter)"
+                                    if result.opset else "")),
         ("from", f"{result.model_file} ({result.model})"),
         ("input", f"RGB float 0..1, {'N' if result.dynamic_batch else '1'}x"
                   + "x".join(map(str, result.input_size))),
@@ -41,6 +42,8 @@ def _show(result: ExportResult) -> None:
     if result.parity is not None:
         rows += _parity_rows(result.parity)
     render.show(render.key_values("Export", rows))
+    if result.exporter_note:
+        render.note(result.exporter_note)
 
 
 @handle_errors
@@ -53,15 +56,21 @@ def export(
                             "RUN/model.torchscript).", show_default=False)] = None,
     fmt: Annotated[ExportFormat, typer.Option(
         "--format", "-f", case_sensitive=False,
-        help="; ".join(f"{f.name}: {f.label}, {f.description}" for f in FORMATS.values()) + ".")
+        help="; ".join(f"{f.name}: {f.label}, {f.description}" for f in FORMATS.values())
+        + ". TorchScript is deprecated upstream by torch (kept for libtorch users).")
     ] = ExportFormat("onnx"),
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch/--no-dynamic-batch",
         help="Let the batch size vary (else the file takes batch 1 only).")] = True,
     opset: Annotated[int | None, typer.Option(
         "--opset", min=MIN_OPSET, max=MAX_OPSET,
-        help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}; default {DEFAULT_OPSET}).",
-        show_default=False)] = None,
+        help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}; default {DEFAULT_OPSET}, or "
+             f"{LEGACY_DEFAULT_OPSET} with --legacy-exporter; below {DEFAULT_OPSET} the "
+             "TorchScript-based exporter writes the file).", show_default=False)] = None,
+    legacy_exporter: Annotated[bool, typer.Option(
+        "--legacy-exporter", help="Write ONNX with torch's TorchScript-based exporter "
+        "(deprecated upstream) instead of the dynamo one (torch.export). It also stands in, "
+        "with a note, where dynamo cannot export the model.")] = False,
     softmax: Annotated[bool, typer.Option(
         "--softmax", help="Output probabilities instead of logits.")] = False,
     check: Annotated[int, typer.Option(
@@ -87,6 +96,7 @@ def export(
     Examples:
       tb export runs/my-run
       tb export runs/my-run --format torchscript --softmax --check 128
+      tb export runs/my-run --legacy-exporter --opset 13
       tb export runs/my-run/checkpoints/last.pt --out last.onnx --check-data photos/
     """
     from toolbox.cli.progress import make_progress
@@ -99,7 +109,8 @@ def export(
         result = export_model(run_or_model_file, out=out, fmt=fmt.value,
                               dynamic_batch=dynamic_batch, opset=opset, softmax=softmax,
                               check=None if no_check else check, check_data=check_data,
-                              tolerance=tolerance, progress=make_progress(not json_out))
+                              tolerance=tolerance, legacy_exporter=legacy_exporter,
+                              progress=make_progress(not json_out))
     except ParityFailed as exc:
         if json_out:
             render.print_json({"file": None, "parity": exc.result})

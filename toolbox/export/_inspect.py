@@ -75,6 +75,8 @@ def summarize_onnx(path: str | Path) -> OnnxSummary:
         # Old exporters list the weights among the inputs too; only real inputs are shown.
         inputs=[_tensor(v) for v in graph.input if v.name not in weights],
         outputs=[_tensor(v) for v in graph.output],
-        total_params=sum(math.prod(init.dims) for init in graph.initializer),
+        # int64 initializers are shapes and indices (the dynamo exporter keeps a few), not weights.
+        total_params=sum(math.prod(init.dims) for init in graph.initializer
+                         if init.data_type != onnx.TensorProto.INT64),
         nodes=len(graph.node),
         metadata={p.key: p.value for p in proto.metadata_props})

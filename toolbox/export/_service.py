@@ -8,8 +8,9 @@ from pathlib import Path
 
 from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.export._formats import (
-    DEFAULT_OPSET,
+    EXPORTERS,
     FORMATS,
+    default_opset,
     load_runner,
     output_shape,
     write_onnx,
@@ -35,10 +36,12 @@ class ExportResult:
     class_names: list[str]
     dynamic_batch: bool
     opset: int | None  # ONNX only
+    exporter: str | None  # ONNX only: "dynamo" (torch.export) or "torchscript" (legacy)
     size_bytes: int
     metadata: dict[str, str] = field(default_factory=dict)
     parity: ParityResult | None = None  # None with --no-check
     seconds: float = 0.0
+    exporter_note: str | None = None  # why the TorchScript-based exporter stood in for dynamo
 
 
 def default_out(source: Path, model_file: Path, fmt: str) -> Path:
@@ -52,13 +55,16 @@ def default_out(source: Path, model_file: Path, fmt: str) -> Path:
 def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str = "onnx",
                  dynamic_batch: bool = True, opset: int | None = None, softmax: bool = False,
                  check: int | None = 64, check_data: str | Path | None = None,
-                 tolerance: float = 0.99, progress: Progress | None = None) -> ExportResult:
+                 tolerance: float = 0.99, legacy_exporter: bool = False,
+                 progress: Progress | None = None) -> ExportResult:
     """Export the model of a run folder (best weights) or model file to `fmt`.
 
     The file takes RGB float in [0, 1], NCHW at the run's input size, and carries the class
     names, input size and source run as metadata. Unless `check` is None, the written file and
     the PyTorch model run on `check` images (from `check_data`, else the run's validation data);
     when their top-1 agreement is below `tolerance` nothing is kept and `ParityFailed` is raised.
+    ONNX is written by torch's dynamo exporter unless `legacy_exporter` (the TorchScript-based
+    one, which also stands in, with a note in the result, where dynamo cannot export the model).
 
     Raises:
         ParityFailed: the export disagrees with the model.
@@ -83,6 +89,10 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
                          param="--tolerance")
     if fmt != "onnx" and opset is not None:
         raise UsageError("--opset applies to --format onnx only", param="--opset")
+    if fmt != "onnx" and legacy_exporter:
+        raise UsageError("--legacy-exporter applies to --format onnx only",
+                         param="--legacy-exporter")
+    exporter = EXPORTERS[1] if legacy_exporter else EXPORTERS[0]
     source = Path(source)
     if source.suffix.lower() in (".onnx", ".torchscript"):
         raise ToolboxError(f"{source} is already an export", "pass the run folder it came from")
@@ -108,14 +118,16 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
     deploy = DeployModel(model, meta, softmax=softmax).eval()
     _, height, width = meta.input_size
     example = torch.rand(1, 3, height, width)
-    used_opset = (opset or DEFAULT_OPSET) if fmt == "onnx" else None
+    used_opset = (opset or default_opset(exporter)) if fmt == "onnx" else None
+    used_exporter, note = (exporter if fmt == "onnx" else None), None
     sizes = output_shape(deploy, example)
     parity = None
     progress.note(f"exporting {loaded.model_file} to {FORMATS[fmt].label}")
     with atomic_path(dest) as tmp:
         if fmt == "onnx":
-            write_onnx(deploy, tmp, example, opset=used_opset, dynamic_batch=dynamic_batch,
-                       output=output, sizes=sizes, metadata=metadata)
+            used_exporter, note = write_onnx(deploy, tmp, example, opset=used_opset,
+                                             dynamic_batch=dynamic_batch, output=output,
+                                             sizes=sizes, metadata=metadata, exporter=exporter)
         else:
             write_torchscript(deploy, tmp, example, metadata=metadata)
         if check is not None:
@@ -130,5 +142,5 @@ def export_model(source: str | Path, *, out: str | Path | None = None, fmt: str 
         file=dest, format=fmt, source=source, model_file=loaded.model_file, model=meta.model,
         task=task, input_size=[3, height, width], output=output,
         class_names=list(loaded.class_names), dynamic_batch=dynamic_batch, opset=used_opset,
-        size_bytes=size, metadata=metadata, parity=parity,
-        seconds=time.perf_counter() - start)
+        exporter=used_exporter, size_bytes=size, metadata=metadata, parity=parity,
+        seconds=time.perf_counter() - start, exporter_note=note)
