@@ -235,8 +235,15 @@ def evaluate(
                 raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
         _evaluate_masks(run, checkpoint, data, split, batch_size, device, out, json_out)
         return
+    named = None
+    if dataset is not None:
+        from toolbox.datasets import default_root, open_dataset
+        from toolbox.inference.evaluate import NamedDataset
+
+        used = split or "test"
+        named = NamedDataset(dataset, used, open_dataset(dataset, root or default_root(), used))
     result = evaluate_service(
-        run=run, checkpoint=checkpoint, data=data, dataset=dataset, root=root, split=split,
+        run=run, checkpoint=checkpoint, data=data, dataset=named, split=split,
         batch_size=batch_size, device=device, amp=amp, workers=workers, out=out,
         tensorboard=tensorboard, write_tensorboard=not no_tensorboard, max_samples=max_samples,
         progress=make_progress(not json_out))

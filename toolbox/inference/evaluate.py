@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toolbox import runs
 from toolbox.errors import ToolboxError, UsageError
@@ -51,6 +51,17 @@ class EvalResult:
     @property
     def images_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """A fetched data set, opened by the caller: `toolbox.datasets` stands above inference (it
+    builds on segment, which builds on inference), so evaluate is handed the data set instead
+    of fetching it. `items` is torchvision-style: `classes`, `targets`, (image, label) items."""
+
+    name: str
+    split: str
+    items: Any
 
 
 @dataclass
@@ -137,10 +148,8 @@ def _labelled_folder(data: Path, split: str | None, model_classes: list[str]) ->
                    renamed, [SkippedFile(display_path(p), not_an_image(p)) for p in tree.others])
 
 
-def _labelled_dataset(name: str, root: Path, split: str, model_classes: list[str]) -> _Labelled:
-    from toolbox.datasets import open_dataset
-
-    dataset = open_dataset(name, root, split)
+def _labelled_dataset(named: NamedDataset, model_classes: list[str]) -> _Labelled:
+    name, split, dataset = named.name, named.split, named.items
     mapping, renamed = match_classes(list(dataset.classes), model_classes, f"{name} ({split})")
     labels = [int(v) for v in dataset.targets]
     return _Labelled(f"{name} ({split})", f"{name}-{split}", len(dataset),
@@ -172,13 +181,14 @@ def _epochs_recorded(run_dir: Path | None) -> int:
 
 
 def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = None,
-             data: str | Path | None = None, dataset: str | None = None,
-             root: str | Path | None = None, split: str | None = None, batch_size: int = 64,
+             data: str | Path | None = None, dataset: NamedDataset | None = None,
+             split: str | None = None, batch_size: int = 64,
              device: str = "auto", amp: bool = False, workers: int | None = None,
              out: str | Path | None = None, tensorboard: str | Path | None = None,
              write_tensorboard: bool = True, max_samples: int | None = None,
              progress: Progress | None = None) -> EvalResult:
-    """Evaluate a trained model on an ImageFolder (`data`) or a fetched data set (`dataset`).
+    """Evaluate a trained model on an ImageFolder (`data`) or a fetched data set (`dataset`,
+    opened by the caller; `split` then is the data set's own).
 
     Writes `<tag>_confusion.png` and `<tag>_metrics.json` to `out` (default: RUN/eval, or an
     `eval` folder beside a bare model file), and the confusion matrix plus top-1/top-5 scalars
@@ -200,11 +210,7 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
     if data is not None:
         source = _labelled_folder(Path(data), split, names)
     else:
-        if root is None:
-            from toolbox.datasets import default_root
-
-            root = default_root()
-        source = _labelled_dataset(dataset, Path(root), split or "test", names)
+        source = _labelled_dataset(dataset, names)
     if max_samples is not None and max_samples < source.count:
         source = _subset(source, max_samples)
     # Scores of other weights than the run's best (e.g. checkpoints/last.pt) get their own tag,
