@@ -29,8 +29,8 @@ from toolbox.augment._spec import (
     Pipeline,
     Step,
     pipeline_from_data,
-    pipeline_to_yaml,
 )
+from toolbox.augment._spec_writer import pipeline_to_yaml
 
 __all__ = [
     "DEFAULT_PRESET",

@@ -19,9 +19,9 @@ from toolbox.augment._spec import (
     AugmentSpecError,
     Pipeline,
     Step,
-    format_value,
     parse_inline,
 )
+from toolbox.augment._spec_writer import format_value
 from toolbox.errors import suggest
 
 if TYPE_CHECKING:

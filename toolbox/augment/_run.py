@@ -32,7 +32,8 @@ from toolbox.augment._plan import (
     recorded_pipeline,
 )
 from toolbox.augment._pool import _WarmPool, run_tasks
-from toolbox.augment._spec import Pipeline, pipeline_to_yaml
+from toolbox.augment._spec import Pipeline
+from toolbox.augment._spec_writer import pipeline_to_yaml
 from toolbox.augment._worker import _Job, _Result, _Task
 from toolbox.devices import default_workers
 from toolbox.errors import ToolboxError

@@ -10,8 +10,9 @@ from toolbox.datasets._download import (
     DownloadSettings,
     download,
 )
+from toolbox.datasets._export import ExportResult
 from toolbox.datasets._extract import UnsafeArchiveError, extract_archive
-from toolbox.datasets._fetch import ExportResult, FetchResult, FileReport, fetch_dataset
+from toolbox.datasets._fetch import FetchResult, FileReport, fetch_dataset
 from toolbox.datasets._loader import (
     ROOT_ENV,
     SPLITS,

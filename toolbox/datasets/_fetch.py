@@ -1,12 +1,11 @@
 """`tb datasets fetch`: download or import a data set's files, verify them, lay them out for
-torchvision, and optionally export an ImageFolder tree of PNGs."""
+torchvision, and optionally export them (`_export.py` writes the folders)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,11 @@ from toolbox.datasets._download import (
     DownloadSettings,
     download,
     part_size,
+)
+from toolbox.datasets._export import (
+    ExportResult,
+    export_image_folder,
+    export_segmentation_canvases,
 )
 from toolbox.datasets._extract import extract_archive, gunzip, is_archive
 from toolbox.datasets._loader import SPLITS, fetch_command, open_dataset
@@ -38,8 +42,7 @@ from toolbox.datasets._verify import (
     write_manifest,
 )
 from toolbox.errors import ToolboxError, UsageError
-from toolbox.fileio import atomic_folder, atomic_path, staging_dir
-from toolbox.images import write_image
+from toolbox.fileio import atomic_path, staging_dir
 from toolbox.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -64,15 +67,6 @@ class FileReport:
     def __post_init__(self) -> None:
         if self.mb_per_s is None and self.seconds > 0 and self.bytes:
             self.mb_per_s = self.bytes / 1e6 / self.seconds
-
-
-@dataclass
-class ExportResult:
-    """An ImageFolder tree written from a data set."""
-
-    dest: Path
-    classes: list[str]
-    counts: dict[str, int]  # images per split
 
 
 @dataclass
@@ -312,43 +306,6 @@ def _import(info: DatasetInfo, root: Path, todo: list[RemoteFile],
     return reports
 
 
-def _folder_name(label: str) -> str:
-    """A class name as a folder name ('T-shirt/top' -> 'T-shirt_top')."""
-    return re.sub(r"[\\/:*?\"<>|\x00-\x1f]", "_", label).strip(" .") or "_"
-
-
-def export_image_folder(*, name: str, root: Path, dest: Path, max_per_split: int | None = None,
-                        progress: Progress | None = None) -> ExportResult:
-    """Write a fetched data set as `dest/{train,test}/<class>/<index>.png` (an ImageFolder tree).
-
-    The tree is built in a hidden folder beside `dest` and renamed onto it at the end, so an
-    interrupted export never looks like a complete one.
-
-    Raises:
-        ToolboxError: `dest` exists and is not empty (nothing is overwritten), or the data set
-            is not fetched.
-    """
-    progress = progress or NullProgress()
-    dest = Path(dest)
-    opened = {split: open_dataset(name, root, split) for split in SPLITS}
-    classes = opened["train"].classes
-    folders = [_folder_name(c) for c in classes]
-    if len(set(folders)) != len(folders):
-        folders = [f"{i:03d}_{f}" for i, f in enumerate(folders)]
-    counts = {}
-    with atomic_folder(dest) as stage:
-        for split, ds in opened.items():
-            total = len(ds) if max_per_split is None else min(len(ds), max_per_split)
-            progress.start(f"export {name} {split}", total, unit="images")
-            for i in range(total):
-                image, label = ds[i]
-                write_image(stage / split / folders[label] / f"{i:05d}.png", image)
-                progress.advance()
-            progress.finish()
-            counts[split] = total
-    return ExportResult(dest, folders, counts)
-
-
 @contextmanager
 def _fetch_lock(info: DatasetInfo, root: Path) -> Iterator[None]:
     """Keep two fetches of one data set into one root from writing the same `.part` file."""
@@ -467,31 +424,3 @@ def fetch_dataset(*, name: str, root: Path, mirrors: Sequence[str] = (),
             seed=seed, progress=progress)
     return FetchResult(info.name, root, state, reports, splits, classes,
                        time.monotonic() - t0, export, segmentation)
-
-
-SEGMENTATION_TRAIN, SEGMENTATION_VAL = 2000, 500  # default canvases per split
-
-
-def export_segmentation_canvases(info: DatasetInfo, root: Path, dest: Path, *,
-                                 count: int | None, binary: bool, size: int, seed: int,
-                                 progress: Progress) -> CanvasExport:
-    """`--export-segmentation`: canvases of the train images as train/, of the test images as
-    val/ (`count` training canvases, a quarter as many for validation; default 2,000 and 500).
-
-    Raises:
-        ToolboxError: a data set whose images are not objects on black (not the MNIST family).
-    """
-    from toolbox.segment.canvas import export_canvases
-
-    if info.loader != "mnist":
-        raise UsageError(f"--export-segmentation needs objects on a black background; "
-                           f"{info.name} is not of the MNIST family",
-                           "use fashion-mnist, mnist or kmnist")
-    train_count = count or SEGMENTATION_TRAIN
-    counts = {"train": train_count,
-              "val": max(1, train_count // 4) if count else SEGMENTATION_VAL}
-    sources = {"train": open_dataset(info.name, root, "train"),
-               "val": open_dataset(info.name, root, "test")}
-    return export_canvases(splits=sources, classes=sources["train"].classes, dest=dest,
-                           counts=counts, size=size, binary=binary, seed=seed,
-                           progress=progress)
