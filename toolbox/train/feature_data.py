@@ -136,9 +136,10 @@ class FeatureData:
     """Builds one run's feature data (`prepare` returns a RunData, or why the cache is off)."""
 
     def __init__(self, cfg: FinetuneConfig, ctx: Any, device: torch.device, amp: Any,
-                 progress: Any, budget: int = FEATURE_BUDGET_BYTES) -> None:
+                 progress: Any, budget: int | None = None) -> None:
         self.cfg, self.ctx, self.device, self.amp = cfg, ctx, device, amp
-        self.progress, self.budget = progress, budget
+        self.progress = progress
+        self.budget = FEATURE_BUDGET_BYTES if budget is None else budget
         self.warnings: list[str] = []
 
     def prepare(self, splits: Any, built: Any, meta: Any) -> RunData | str:
