@@ -305,3 +305,34 @@ def test_cli_flags_reach_the_start_table_and_args_yaml(tmp_path, digits, invoke)
     done = invoke("finetune", "--data", digits, "--model", "test_resnet", "--freeze",
                   "--feature-cache", cache, "--no-feature-cache", "--out", tmp_path / "x")
     assert done.exit_code == 2 and "contradict" in done.stderr
+
+
+@pytest.mark.slow
+def test_under_torchrun_each_rank_computes_its_share_and_a_later_run_merges_them(tmp_path,
+                                                                                 digits):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cache, run = tmp_path / "features", tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "toolbox", "finetune", "--data", str(digits), "--model", "test_resnet",
+           "--no-pretrained", "--weights", str(WEIGHTS[0]), "--img-size", "16", "--freeze",
+           "--batch-size", "8", "--workers", "0", "--epochs", "2", "--val-split", "0.25",
+           "--device", "cpu", "--feature-cache", str(cache), "--out", str(run), "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(done.stdout)
+    resolved = yaml.safe_load((run / "args.yaml").read_text())["resolved"]
+    assert LINE.fullmatch(resolved["features"]).groups() == ("36", "0")  # summed over ranks
+    assert resolved["world_size"] == 2
+    names = sorted(p.name.split("-")[0] for p in _shards(tmp_path))
+    assert names == ["rank0", "rank1"]  # each rank wrote the share it computed
+    assert _accuracy_of_saved_model(run, digits) == pytest.approx(payload["best_val_acc1"],
+                                                                  abs=1e-9)
+    feature_store.forget()
+    _, start = _run(tmp_path, digits, "alone")
+    assert _counts(start) == (0, 36)
+    assert len(_shards(tmp_path)) == 1  # merged into one file by the single-process run
