@@ -175,6 +175,13 @@ def test_a_damaged_cache_file_is_recomputed_with_one_warning(tmp_path, digits):
     assert any("truncated" in w for w in start.warnings) and _counts(start) == (36, 0)
 
 
+def test_an_unreadable_image_is_skipped_and_reported_as_without_the_cache(tmp_path, digits):
+    (digits / "digit2" / "broken.png").write_bytes(b"not a png")
+    result, start = _run(tmp_path, digits, "run")
+    assert start.skipped == 1 and any("broken.png" in w for w in start.warnings)
+    assert start.train_images + start.val_images == 36 and len(result.epochs) == 2
+
+
 def test_shard_files_round_trip_and_refuse_damage(tmp_path):
     keys = np.arange(3 * 16, dtype=np.uint8).reshape(3, 16)
     rows = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)

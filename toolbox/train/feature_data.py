@@ -196,7 +196,8 @@ class FeatureData:
         for request, todo in zip(requests, missing, strict=True):
             amp = self.amp if request.precision != "float32" else None
             request.passed = compute_features(
-                built.model, request.source, todo, meta, batch_size=cfg.batch_size,
+                # No gradients: twice the batch in the memory a training step takes.
+                built.model, request.source, todo, meta, batch_size=cfg.batch_size * 2,
                 workers=workers, device=self.device,
                 autocast=amp.autocast if amp is not None else None, progress=self.progress,
                 label=request.label)
