@@ -27,7 +27,7 @@ _TRAIN = "Training"
 _OUT = "Outputs"
 # Command parameters that are not run settings, and parameters whose setting has another name.
 _NOT_SETTINGS = ("ctx", "config_file", "print_config", "resume", "json_output")
-_SETTING_OF = {"compile_model": "compile"}
+_SETTING_OF = {"compile_model": "compile", "no_feature_cache": "feature_cache"}
 _LR_DEFAULTS = ", ".join(f"{lr:g} {mode}" for mode, lr in DEFAULT_LR.items())
 
 
@@ -55,6 +55,7 @@ def _settings(start: RunStart) -> Table:
         ("device", f"{start.device}" + (f" x {start.world_size} processes"
                                         if start.world_size > 1 else "")),
         ("mixed precision", start.amp),
+        *([("features", start.features)] if start.features else []),
         *[("recipe", line) for line in start.recipe],
         ("learning rate", f"{start.lr:g}" + (f" ({start.lr_note})" if start.lr_note else "")),
         ("epochs", f"{start.epochs}{resumed}"),
@@ -227,6 +228,15 @@ def finetune_command(
     unfreeze_at: Annotated[int | None, typer.Option(
         "--unfreeze-at", help="With --freeze: train the backbone too from this epoch on.",
         rich_help_panel=_MODEL)] = None,
+    feature_cache_dir: Annotated[Path | None, typer.Option(
+        "--feature-cache", help="With --freeze: keep the backbone's features in DIR (default: "
+                                "features/ in tb's cache folder); a later run on the same "
+                                "images and model reuses them.", metavar="DIR",
+        show_default=False, rich_help_panel=_MODEL)] = None,
+    no_feature_cache: Annotated[bool, typer.Option(
+        "--no-feature-cache", help="With --freeze: run the backbone on every image every "
+                                   "epoch instead of once.", rich_help_panel=_MODEL)
+    ] = not _D.feature_cache,
     backbone_lr_scale: Annotated[float, typer.Option(
         "--backbone-lr-scale", help="Backbone learning rate = lr x this, after --unfreeze-at.",
         rich_help_panel=_MODEL)] = _D.backbone_lr_scale,
@@ -366,6 +376,8 @@ def finetune_command(
         sampler=sampler, class_weights=class_weights, model=model,
         pretrained=pretrained, weights=str(weights.resolve()) if weights else None, freeze=freeze,
         unfreeze_at=unfreeze_at, backbone_lr_scale=backbone_lr_scale,
+        feature_cache=not no_feature_cache,
+        feature_cache_dir=str(feature_cache_dir.resolve()) if feature_cache_dir else None,
         epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, opt=opt, momentum=momentum, grad_accum=grad_accum,
         clip_grad=clip_grad, seed=seed, workers=workers,

@@ -34,6 +34,9 @@ class FinetuneConfig:
     cache: bool | None = None  # None: decode once into memory when it fits the budget
     resize: str = "crop"  # crop | squash | letterbox: how images meet the input size
     sampler: str = "shuffle"  # or "balanced": every class drawn equally often (train.balance)
+    # --freeze: the backbone's features computed once and kept on disk (train.feature_data)
+    feature_cache: bool = True
+    feature_cache_dir: str | None = None  # None: features/ in tb's cache dir
     # model
     model: str = DEFAULT_MODEL
     pretrained: bool = True
@@ -197,5 +200,8 @@ class FinetuneConfig:
                 raise UsageError(f"--unfreeze-at must be an epoch in 1..{self.epochs}")
         if self.warmup_epochs >= self.epochs and self.sched != "none":
             raise UsageError("--warmup-epochs must be smaller than --epochs")
+        if self.feature_cache_dir and not self.feature_cache:
+            raise UsageError("--feature-cache DIR and --no-feature-cache contradict each other",
+                             "drop one of them", param="--feature-cache")
         if self.data and self.dataset:
             raise UsageError("pass either --data or --dataset, not both")

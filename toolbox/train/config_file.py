@@ -14,7 +14,7 @@ from toolbox.train.config import FinetuneConfig
 
 RESOLVED_KEY = "resolved"
 # Settings that are paths: made absolute, so args.yaml and `--resume` work from any folder.
-PATH_KEYS = ("data", "root", "weights")
+PATH_KEYS = ("data", "root", "weights", "feature_cache_dir")
 
 
 def _fits(value: Any, hint: Any) -> bool:

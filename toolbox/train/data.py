@@ -208,7 +208,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
         return tensor, self.images.targets[index], None, index
 
 
-class _StreamDataset(torch.utils.data.Dataset):
+class StreamDataset(torch.utils.data.Dataset):
     """Samples decoded in the workers each epoch (when the data set does not fit in memory)."""
 
     def __init__(self, images: PreparedImages) -> None:
@@ -226,7 +226,7 @@ class _StreamDataset(torch.utils.data.Dataset):
                 self.images.source.describe(index), exc.reason), index
 
 
-def _collate_samples(items: Sequence[_Item]
+def collate_samples(items: Sequence[_Item]
                      ) -> tuple[list[int], torch.Tensor | None, torch.Tensor,
                                 list[tuple[int, SkippedFile]]]:
     """A batch of the readable samples (their indices too), and those that were not."""
@@ -288,14 +288,14 @@ class BatchLoader:
         if augment or not images.complete:
             if dataset is None:
                 dataset = (AugmentedDataset(images, augment, seed, rank, world_size) if augment
-                           else _StreamDataset(images))
+                           else StreamDataset(images))
             self.sampler = EpochSampler()
             every_epoch = bool(augment) or images.tensor is None
             self.loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
                 persistent_workers=workers > 0 and every_epoch, pin_memory=pin_memory,
                 drop_last=drop_last, prefetch_factor=4 if workers > 0 else None,
-                collate_fn=_collate_samples)
+                collate_fn=collate_samples)
 
     def _order(self, epoch: int) -> list[int]:
         return epoch_indices(len(self.images), epoch=epoch, seed=self.seed, shuffle=self.shuffle,
@@ -338,9 +338,9 @@ class ShardLoader:
             sampler = EpochSampler()
             sampler.set(0, indices)
             self.loader = torch.utils.data.DataLoader(
-                _StreamDataset(images), batch_size=batch_size, sampler=sampler,
+                StreamDataset(images), batch_size=batch_size, sampler=sampler,
                 num_workers=workers, persistent_workers=workers > 0 and images.tensor is None,
-                collate_fn=_collate_samples)
+                collate_fn=collate_samples)
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
@@ -369,6 +369,8 @@ class RunData:
     probed: list[SkippedFile] = field(default_factory=list)  # unreadable, left out before split
     class_counts: list[int] = field(default_factory=list)  # training images per class, all ranks
     unit: str = "unreadable image(s)"  # what a skipped sample is, in the start table's warning
+    # The start table's features line: cached (frozen runs, `train.feature_data`) or why not.
+    features: str | None = None
 
     def class_weights(self, rule: str) -> list[float] | None:
         """The loss's per-class weights for `--class-weights rule` (None: unweighted)."""

@@ -66,7 +66,10 @@ def amp_setup(device: torch.device, enabled: bool, dtype: str = "auto") -> Amp:
 
 def to_input(batch: torch.Tensor, meta: ModelMeta, device: torch.device,
              channels_last: bool) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalised float32 on `device` (normalised there: 4x less to copy)."""
+    """uint8 (N, C, H, W) -> normalised float32 on `device` (normalised there: 4x less to copy).
+    Float batches are cached features (`train.feature_data`), the head's input as they are."""
+    if batch.is_floating_point():
+        return batch.to(device, non_blocking=True)
     x = normalize_uint8(batch.to(device, non_blocking=True), meta)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -76,8 +76,8 @@ def run_epoch(trainer: Any, log: Any, batches: Any = None) -> None:
     frozen = _unfreeze_when_due(trainer, epoch)
     train_mode(trainer.model, trainer.head)
     meter = trainer._meter()
-    grid = ((lambda batch: log.grid(batch, epoch)) if log.writer is not None and epoch == 1
-            else None)
+    grid = ((lambda batch: log.grid(batch, epoch))
+            if log.writer is not None and epoch == 1 and trainer.head_net is None else None)
     lrs = current_lrs(state.optimizer)
     ema, mixer = state.ema, trainer.mixer
     if mixer is not None:
@@ -127,8 +127,9 @@ def _validate(trainer: Any, model: Any) -> MeterResult:
     """`model` (the raw or the EMA weights) on the validation data, reduced over the ranks."""
     meter = trainer._meter()
     trainer.ctx.sync_buffers(model)  # every rank validates the model rank 0 saves
-    validate(model, trainer.data.val_loader, loss_fn=trainer.loss_fn, meta=trainer.state.meta,
-             device=trainer.device, meter=meter, channels_last=trainer.cfg.channels_last)
+    validate(trainer.eval_net(model), trainer.data.val_loader, loss_fn=trainer.loss_fn,
+             meta=trainer.state.meta, device=trainer.device, meter=meter,
+             channels_last=trainer.cfg.channels_last)
     return meter.reduce(trainer.ctx)
 
 

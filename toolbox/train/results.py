@@ -39,6 +39,8 @@ class RunStart:
     class_counts: dict[str, int] = field(default_factory=dict)
     resize: str = "crop"  # how images meet input_size (toolbox.preprocess)
     recipe: list[str] = field(default_factory=list)  # one line per recipe option in use (EMA)
+    # "cached (N computed in S s, M reused)" or "computed each epoch (why)"; None: segmentation
+    features: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """The resolved settings a run is recorded with (args.yaml's `resolved:` section)."""
@@ -52,7 +54,7 @@ class RunStart:
                 "mixed_precision": self.amp, "epochs": self.epochs,
                 "start_epoch": self.start_epoch, "cached": self.cached, "topk": self.topk,
                 "lr": self.lr, "lr_note": self.lr_note, "recipe": list(self.recipe),
-                "class_counts": dict(self.class_counts)}
+                "class_counts": dict(self.class_counts), "features": self.features}
 
 
 @dataclass

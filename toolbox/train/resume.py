@@ -24,7 +24,8 @@ RESUMABLE = frozenset({
     "epochs", "lr", "weight_decay", "sched", "warmup_epochs", "step_size", "milestones", "gamma",
     "batch_size", "grad_accum", "clip_grad", "momentum", "workers", "device", "cache", "amp",
     "amp_dtype", "channels_last", "compile", "label_smoothing", "patience", "min_delta", "ema",
-    "ema_decay", "mixup", "cutmix", "class_weights", "sampler",
+    "ema_decay", "mixup", "cutmix", "class_weights", "sampler", "feature_cache",
+    "feature_cache_dir",
 })
 # The subset that changes the learning-rate plan (the schedule is re-planned).
 SCHEDULE_KEYS = frozenset({

@@ -68,7 +68,7 @@ def run_start(trainer: Any, splits: Any, weights: str, notes: list[str], warning
         class_counts=balance.shown_counts(data.class_counts, splits.classes),
         notes=[*notes, *_not_images_note(splits.not_images),
                *data.imbalance_hint(cfg.class_weights, cfg.sampler)],
-        warnings=[*warnings, *skipped],
+        warnings=[*warnings, *skipped], features=data.features,
         recipe=[*recipe_lines(cfg), *data.balance_lines(cfg.class_weights, cfg.sampler)])
 
 

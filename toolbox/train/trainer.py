@@ -25,6 +25,8 @@ from toolbox.train.distributed import DistContext
 from toolbox.train.ema import WeightEma, ema_columns
 from toolbox.train.engine import amp_setup
 from toolbox.train.epoch import frozen_at, run_epochs
+from toolbox.train.feature_data import feature_data_for
+from toolbox.train.features import HeadNet
 from toolbox.train.metrics import CSV_COLUMNS, Meter, write_metrics_csv
 from toolbox.train.mixing import batch_mixer, soft_target_loss
 from toolbox.train.modeling import TrainableModel, set_frozen
@@ -64,6 +66,7 @@ class Trainer:
         self.progress = progress if ctx.is_main else NullProgress()
         self.on_start, self.on_epoch = on_start, on_epoch
         self.saver = CheckpointSaver(run_dir, cfg.channels_last)
+        self.head_net: nn.Module | None = None  # set when the head trains on cached features
 
     # -- what a task decides (classification here; `train.segment` overrides these) -----
     row_type: type = EpochRow
@@ -78,11 +81,18 @@ class Trainer:
             cfg.img_size = splits.default_img_size
         built, meta = model_for_run(cfg, splits.classes, self.saved, self.resumed_from,
                                     self.device)
+        data, line, warnings = feature_data_for(cfg, ctx, self.device, self.amp, self.progress,
+                                                splits, built, meta)
+        built.warnings.extend(warnings)
+        if data is not None:  # the head trains on the body's features, computed once
+            self.head_net = HeadNet(built.model, built.head)
+            return splits, built, meta, data
         data = data_mod.prepare_run_data(
             splits, meta, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache,
             workers=cfg.workers if cfg.workers is not None else default_workers(cap=8),
             augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
             pin_memory=self.device.type == "cuda", progress=self.progress, sampler=cfg.sampler)
+        data.features = line
         return splits, built, meta, data
 
     def _loss(self) -> nn.Module:
@@ -115,13 +125,14 @@ class Trainer:
     # -- set-up and the loop ----------------------------------------------------------
     def _setup(self) -> RunStart:
         cfg, saved = self.cfg, self.saved
+        # Known before the data: cached training features are computed at this precision.
+        self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
         splits, built, meta, self.data = self._prepare()
         self.model, self.head = built.model, built.head
         self.loss_fn = self._loss().to(self.device)
         self.mixer = batch_mixer(cfg, len(splits.classes))  # --mixup/--cutmix: soft targets
         self.train_loss_fn = (soft_target_loss().to(self.device) if self.mixer is not None
                               else self.loss_fn)
-        self.amp = amp_setup(self.device, cfg.amp, cfg.amp_dtype)
         optimizer = build_optimizer(
             self.model, self.head, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
@@ -144,14 +155,29 @@ class Trainer:
 
     def wrap(self) -> None:
         """DDP (rebuilt when the set of trainable parameters changes) and torch.compile."""
-        net: nn.Module = self.model
+        net: nn.Module = self.head_net if self.head_net is not None else self.model
         self.ddp = None
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            net = self.ddp = DDP(self.model, device_ids=ids)
+            net = self.ddp = DDP(net, device_ids=ids)
         self.net = torch.compile(net) if self.cfg.compile else net
+
+    def eval_net(self, model: nn.Module) -> nn.Module:
+        """What validates `model` (the raw or the EMA weights): the model, or its head when
+        the data are cached features."""
+        return HeadNet(model, self.head) if self.head_net is not None else model
+
+    def _log_start(self, log: RunLog) -> None:
+        """The model graph; on cached features, the images a feature pass decoded instead.
+
+        No graph on features: tracing runs the whole model (a backbone forward a warm run
+        must not do), and the head's own graph, one Linear layer, costs 0.6 s to trace."""
+        if self.head_net is None:
+            log.graph(self.model, tuple(self.state.meta.input_size), self.device)
+        elif log.writer is not None and self.data.train.grid is not None:
+            log.grid(self.data.train.grid, 1)
 
     def run(self) -> FinetuneResult:
         start = self._setup()
@@ -168,7 +194,7 @@ class Trainer:
             first = (self.data.loader.batches(state.epoch + 1) if state.epoch < cfg.epochs
                      else None)
             if state.epoch == 0:
-                log.graph(self.model, tuple(state.meta.input_size), self.device)
+                self._log_start(log)
             stop = run_epochs(self, log, first)
             log.hparams(cfg, state.best_acc1, state.epoch)
         reason = stop or f"trained all {cfg.epochs} epochs"

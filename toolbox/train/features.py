@@ -1,0 +1,143 @@
+"""A frozen classifier split into body and head: the body's pooled features (timm's
+`forward_features`, then `forward_head(pre_logits=True)`), the head that trains on them (dropout
+at the model's `drop_rate`, then the classifier, as timm's `forward_head` does after its
+`pre_logits` point), and the pass that computes the features of images once.
+
+Frozen and in eval mode, the body gives every epoch the same features of un-augmented images;
+the head on those features is the very computation the whole model does, so training on them
+is training the whole model with the backbone fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from toolbox.models import ModelMeta
+from toolbox.progress import NullProgress, Progress
+from toolbox.sources import SkippedFile
+from toolbox.train import data as data_mod
+from toolbox.train.engine import to_input
+from toolbox.train.sampling import EpochSampler
+
+SPLIT = "timm-pre-logits"  # how the body ends: part of every feature set's key
+GRID_IMAGES = 32
+
+
+class HeadNet(nn.Module):
+    """The part of `model` that trains on its pooled features: what timm's `forward_head` does
+    after `pre_logits` (dropout at `drop_rate` while training, then the classifier).
+
+    It holds the whole model (its parameters, DDP and the optimizer see the same tensors), and
+    reads the classifier's training flag, which `train_mode` sets on the whole model.
+    """
+
+    def __init__(self, model: nn.Module, head: str) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        classifier = self.model.get_submodule(self.head)
+        if self.drop_rate and classifier.training:
+            features = F.dropout(features, p=self.drop_rate, training=True)
+        return classifier(features)
+
+
+def body_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled features the classifier takes: (N, dim)."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def split_problem(model: nn.Module, head: str) -> str | None:
+    """Why `model` cannot be split into body and head without running it, or None."""
+    name = type(model).__name__
+    if not (callable(getattr(model, "forward_features", None))
+            and callable(getattr(model, "forward_head", None))):
+        return f"{name} has no timm forward_features/forward_head to split it at"
+    if not isinstance(model.get_submodule(head), nn.Linear):
+        return f"the classifier of {name} ({head}) is not one Linear layer"
+    return None
+
+
+@torch.no_grad()
+def check_split(model: nn.Module, head: str, input_size: Sequence[int],
+                device: torch.device) -> str | None:
+    """Whether the head on the body's features gives the whole model's logits (two random
+    images, eval mode): None when it does, else why not. Run once, before features are
+    computed; a set already cached passed it when it was written."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.randn((2, *input_size), generator=torch.Generator().manual_seed(0)).to(device)
+        whole = model(x).float()
+        parts = HeadNet(model, head)(body_features(model, x)).float()
+    except Exception as exc:  # any architecture timm's protocol does not fit
+        return f"{type(model).__name__} does not split at its pooled features " \
+               f"({type(exc).__name__})"
+    finally:
+        model.train(was_training)
+    if whole.shape != parts.shape or not torch.allclose(whole, parts, rtol=1e-4, atol=1e-5):
+        return f"the classifier of {type(model).__name__} does not take its pooled features " \
+               "as they are"
+    return None
+
+
+@dataclass
+class FeaturePass:
+    """The features of some images of a split: `rows[j]` belongs to local sample
+    `indices[j]`; the unreadable ones are in `skipped` (local index, why)."""
+
+    indices: list[int] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)  # float32 (k, dim) per batch
+    skipped: list[tuple[int, SkippedFile]] = field(default_factory=list)
+    seconds: float = 0.0
+    grid: torch.Tensor | None = None  # the first decoded images (TensorBoard's image grid)
+
+
+def compute_features(model: nn.Module, source: Any, indices: list[int], meta: ModelMeta, *,
+                     batch_size: int, workers: int, device: torch.device, autocast: Any = None,
+                     progress: Progress | None = None, label: str = "images") -> FeaturePass:
+    """The body's features of `source`'s samples `indices`: decoded and resized in the loader's
+    workers (as an uncached epoch would), the body in eval mode without gradients, under
+    `autocast` when given (a context-manager factory)."""
+    progress = progress or NullProgress()
+    done = FeaturePass()
+    if not indices:
+        return done
+    start = time.perf_counter()
+    images = data_mod.PreparedImages(source, meta, cache=False, workers=workers, label=label)
+    sampler = EpochSampler()
+    sampler.set(0, indices)
+    loader = torch.utils.data.DataLoader(
+        data_mod.StreamDataset(images), batch_size=batch_size, sampler=sampler,
+        num_workers=workers, prefetch_factor=4 if workers > 0 else None,
+        collate_fn=data_mod.collate_samples)
+    model.eval()
+    progress.start(f"computing features of {label}", total=len(indices), unit="images")
+    try:
+        with torch.no_grad():
+            for local, batch, _, bad in loader:
+                done.skipped.extend(bad)
+                if batch is not None:
+                    if done.grid is None:
+                        done.grid = batch[:GRID_IMAGES].clone()
+                    x = to_input(batch, meta, device, channels_last=False)
+                    with autocast() if autocast is not None else contextlib.nullcontext():
+                        rows = body_features(model, x)
+                    done.rows.append(rows.float().cpu().numpy())
+                    done.indices.extend(local)
+                progress.advance(len(local) + len(bad))
+    finally:
+        progress.finish()
+    done.seconds = time.perf_counter() - start
+    return done
