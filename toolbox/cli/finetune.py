@@ -9,26 +9,15 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
-from toolbox.train import DEFAULT_LR, DEMO_IMG_SIZE, FinetuneConfig
+from toolbox.cli.finetune_settings import OUT, Settings, with_settings
+from toolbox.cli.options import JsonOpt
+from toolbox.train import FinetuneConfig
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from toolbox.train import EpochRow, FinetuneResult, RunStart
     from toolbox.train.segment import SegmentEpochRow, SegmentResult
-
-# Every default comes from the service's config, so the CLI and the Python API cannot drift.
-_D = FinetuneConfig()
-
-_DATA = "Data"
-_MODEL = "Model"
-_TRAIN = "Training"
-_OUT = "Outputs"
-# Command parameters that are not run settings, and parameters whose setting has another name.
-_NOT_SETTINGS = ("ctx", "config_file", "print_config", "resume", "json_output")
-_SETTING_OF = {"compile_model": "compile", "no_feature_cache": "feature_cache"}
-_LR_DEFAULTS = ", ".join(f"{lr:g} {mode}" for mode, lr in DEFAULT_LR.items())
 
 
 def _pct(value: float) -> str:
@@ -161,173 +150,19 @@ def _show_run(result: FinetuneResult) -> None:
     render.stdout.print(f"see it in TensorBoard: {result.tensorboard_command}")
 
 
+@with_settings
 def finetune_command(
     ctx: typer.Context,
-    config_file: Annotated[Path | None, typer.Option(
-        "--config", help="Settings from a YAML file (a run's args.yaml replays that run); "
-                         "flags given here win.", rich_help_panel=_OUT)] = None,
+    settings: Settings,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the resolved settings as YAML and exit.",
-        rich_help_panel=_OUT)] = False,
-    task: Annotated[str, typer.Option(
-        "--task", help="classify (one label an image) or segment (a label a pixel: "
-                       "DIR/train/images + DIR/train/masks).", rich_help_panel=_DATA)
-    ] = _D.task,
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="ImageFolder tree DIR/<class>/<image>; DIR/train and DIR/val are used "
-                       "when present, else --val-split.", rich_help_panel=_DATA)] = None,
-    dataset: Annotated[str | None, typer.Option(
-        "--dataset", help="A data set fetched by `tb datasets fetch` (official train/test).",
-        rich_help_panel=_DATA)] = None,
-    root: Annotated[Path | None, typer.Option(
-        "--root", help="Folder that holds fetched data sets (with --dataset).",
-        rich_help_panel=_DATA)] = None,
-    val_split: Annotated[float, typer.Option(
-        "--val-split", help="Stratified, seeded validation fraction when there is no val/.",
-        rich_help_panel=_DATA)] = _D.val_split,
-    img_size: Annotated[int | None, typer.Option(
-        "--img-size", help="Input size (default: the model's pretrained config; "
-                           f"{DEMO_IMG_SIZE} for the demo digits).",
-        rich_help_panel=_DATA)] = None,
-    augment: Annotated[str | None, typer.Option(
-        "--augment", help="Training augmentation: a preset (light, medium, heavy), an inline "
-                          "spec or a YAML/JSON file, as `tb augment` takes.",
-        rich_help_panel=_DATA)] = None,
-    cache: Annotated[bool | None, typer.Option(
-        "--cache/--no-cache", help="Decode images once into memory (default: when they fit "
-                                   "in 4 GiB).", show_default=False, rich_help_panel=_DATA)
-    ] = None,
-    resize: Annotated[str, typer.Option(
-        "--resize", help="How an image meets the input size: crop (shorter side, centre crop), "
-                         "squash (to SxS, aspect lost) or letterbox (longer side, padded with "
-                         "black). Recorded in the model file for predict, evaluate "
-                         "and export.", rich_help_panel=_DATA)] = _D.resize,
-    sampler: Annotated[str, typer.Option(
-        "--sampler", help="shuffle (each image once an epoch) or balanced (draws with "
-                          "replacement, every class equally likely).", rich_help_panel=_DATA)
-    ] = _D.sampler,
-    model: Annotated[str, typer.Option(
-        "--model", help="timm or torchvision name, as `tb models list` shows.",
-        rich_help_panel=_MODEL)] = _D.model,
-    pretrained: Annotated[bool, typer.Option(
-        "--pretrained/--no-pretrained", help="Start from ImageNet weights: the hub cache, a "
-                                             "weight package (tf_efficientnet_lite0/1/2) or "
-                                             "the hub; none of them: random init.",
-        rich_help_panel=_MODEL)] = _D.pretrained,
-    weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Start from a local .safetensors/.pth (e.g. an earlier run's "
-                          "model.safetensors); a head of another size is dropped.",
-        rich_help_panel=_MODEL)] = None,
-    decoder: Annotated[str, typer.Option(
-        "--decoder", help="--task segment: fpn or unet over the model's features_only "
-                          "encoder.", rich_help_panel=_MODEL)] = _D.decoder,
-    freeze: Annotated[bool, typer.Option(
-        "--freeze", help="Train only the new head (the decoder when segmenting); the backbone "
-                         "and its BatchNorm statistics stay fixed.", rich_help_panel=_MODEL)
-    ] = _D.freeze,
-    unfreeze_at: Annotated[int | None, typer.Option(
-        "--unfreeze-at", help="With --freeze: train the backbone too from this epoch on.",
-        rich_help_panel=_MODEL)] = None,
-    feature_cache_dir: Annotated[Path | None, typer.Option(
-        "--feature-cache", help="With --freeze: keep the backbone's features in DIR (default: "
-                                "features/ in tb's cache folder); a later run on the same "
-                                "images and model reuses them.", metavar="DIR",
-        show_default=False, rich_help_panel=_MODEL)] = None,
-    no_feature_cache: Annotated[bool, typer.Option(
-        "--no-feature-cache", help="With --freeze: run the backbone on every image every "
-                                   "epoch instead of once.", rich_help_panel=_MODEL)
-    ] = not _D.feature_cache,
-    backbone_lr_scale: Annotated[float, typer.Option(
-        "--backbone-lr-scale", help="Backbone learning rate = lr x this, after --unfreeze-at.",
-        rich_help_panel=_MODEL)] = _D.backbone_lr_scale,
-    layer_decay: Annotated[float | None, typer.Option(
-        "--layer-decay", help="Layer-wise lr decay: each layer below the top learns at this "
-                              "times the lr of the one above (timm architectures).",
-        rich_help_panel=_TRAIN)] = _D.layer_decay,
-    epochs: Annotated[int | None, typer.Option(
-        "--epochs", help=f"Epochs to train (default: {_D.epochs}); with --resume, a new total.",
-        show_default=False, rich_help_panel=_TRAIN)] = None,
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", help="Images per step (per process under torchrun).",
-        rich_help_panel=_TRAIN)] = _D.batch_size,
-    lr: Annotated[float | None, typer.Option(
-        "--lr", help=f"Peak learning rate (default by mode: {_LR_DEFAULTS}).",
-        show_default=False, rich_help_panel=_TRAIN)] = _D.lr,
-    weight_decay: Annotated[float, typer.Option(
-        "--weight-decay", help="Weight decay (not on biases and norms).",
-        rich_help_panel=_TRAIN)] = _D.weight_decay,
-    opt: Annotated[str, typer.Option("--opt", help="adamw, adam or sgd.",
-                                     rich_help_panel=_TRAIN)] = _D.opt,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum (Nesterov).",
-                                            rich_help_panel=_TRAIN)] = _D.momentum,
-    sched: Annotated[str, typer.Option(
-        "--sched", help="cosine, step, multistep, exponential, onecycle, plateau or none.",
-        rich_help_panel=_TRAIN)] = _D.sched,
-    warmup_epochs: Annotated[int, typer.Option(
-        "--warmup-epochs", help="Linear warm-up epochs before the schedule.",
-        rich_help_panel=_TRAIN)] = _D.warmup_epochs,
-    step_size: Annotated[int | None, typer.Option(
-        "--step-size", help="step: epochs between decays (default: a third of the run).",
-        show_default=False, rich_help_panel=_TRAIN)] = None,
-    milestones: Annotated[str | None, typer.Option(
-        "--milestones", help="multistep: comma-separated epochs (default: 1/2 and 3/4).",
-        rich_help_panel=_TRAIN)] = None,
-    gamma: Annotated[float, typer.Option(
-        "--gamma", help="Decay factor of step, multistep and exponential.",
-        rich_help_panel=_TRAIN)] = _D.gamma,
-    loss: Annotated[str, typer.Option("--loss", help="ce, focal, bce or dice; segment: ce, "
-                                                     "dice, ce+dice or focal.",
-                                      rich_help_panel=_TRAIN)] = _D.loss,
-    label_smoothing: Annotated[float, typer.Option(
-        "--label-smoothing", help="Label smoothing for ce (and bce).",
-        rich_help_panel=_TRAIN)] = _D.label_smoothing,
-    class_weights: Annotated[str, typer.Option(
-        "--class-weights", help="none, or auto: weigh the loss (ce, focal) by inverse class "
-                                "frequency of the training split, mean weight 1.",
-        rich_help_panel=_TRAIN)] = _D.class_weights,
-    mixup: Annotated[float, typer.Option(
-        "--mixup", help="Mixup alpha (timm's Mixup: soft targets, soft-target cross-entropy); "
-                        "0 is off.", rich_help_panel=_TRAIN)] = _D.mixup,
-    cutmix: Annotated[float, typer.Option(
-        "--cutmix", help="CutMix alpha; 0 is off. With --mixup too, each batch uses one of "
-                         "them.", rich_help_panel=_TRAIN)] = _D.cutmix,
-    ema: Annotated[bool, typer.Option(
-        "--ema/--no-ema", help="Keep an exponential moving average of the weights (timm's "
-                               "ModelEmaV3), validate it too and keep the better weights.",
-        rich_help_panel=_TRAIN)] = _D.ema,
-    ema_decay: Annotated[float, typer.Option(
-        "--ema-decay", help="EMA decay, reached after a warm-up from 0 (short runs still "
-                            "average usefully).", rich_help_panel=_TRAIN)] = _D.ema_decay,
-    patience: Annotated[int | None, typer.Option(
-        "--patience", help="Stop when the validation accuracy has not improved for this many "
-                           "epochs.", rich_help_panel=_TRAIN)] = _D.patience,
-    min_delta: Annotated[float, typer.Option(
-        "--min-delta", help="With --patience: the accuracy gain (0.01 = 1 point) that counts "
-                            "as an improvement.", rich_help_panel=_TRAIN)] = _D.min_delta,
-    grad_accum: Annotated[int, typer.Option(
-        "--grad-accum", help="Batches per optimizer step.",
-        rich_help_panel=_TRAIN)] = _D.grad_accum,
-    clip_grad: Annotated[float | None, typer.Option(
-        "--clip-grad", help="Clip the gradient norm to this.", rich_help_panel=_TRAIN)] = None,
-    amp: Annotated[bool, typer.Option(
-        "--amp", help="Mixed precision: float16 + GradScaler on CUDA, bfloat16 on the CPU.",
-        rich_help_panel=_TRAIN)] = _D.amp,
-    amp_dtype: Annotated[str, typer.Option(
-        "--amp-dtype", help="auto, fp16 or bf16.", rich_help_panel=_TRAIN)] = _D.amp_dtype,
-    channels_last: Annotated[bool, typer.Option(
-        "--channels-last", help="NHWC memory layout (often faster for convolutions).",
-        rich_help_panel=_TRAIN)] = _D.channels_last,
-    compile_model: Annotated[bool, typer.Option(
-        "--compile", help="torch.compile the model.", rich_help_panel=_TRAIN)] = _D.compile,
-    seed: SeedOpt = None,
-    workers: WorkersOpt = None,
-    device: DeviceOpt = _D.device,
+        rich_help_panel=OUT)] = False,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Run folder (default: runs/<date-time>-<model>).", show_default=False,
-        rich_help_panel=_OUT)] = None,
+        rich_help_panel=OUT)] = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue a run: its folder or a checkpoint .pt.",
-        rich_help_panel=_OUT)] = None,
+        rich_help_panel=OUT)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Fine-tune a model on your classes and leave a run folder for TensorBoard, resume and
@@ -356,48 +191,16 @@ def finetune_command(
         finetune,
         is_main_process,
         plan_resume,
-        read_config_file,
-        resolve_config,
     )
 
-    try:
-        milestone_list = [int(m) for m in milestones.split(",") if m.strip()] if milestones \
-            else []
-    except ValueError:
-        raise typer.BadParameter("comma-separated epoch numbers, e.g. 3,6",
-                                 param_hint="--milestones") from None
     main_rank = is_main_process()
-    given = dict(
-        task=task, decoder=decoder,
-        # Absolute paths in args.yaml, so `--resume` works from any folder.
-        data=str(data.resolve()) if data else None, dataset=dataset,
-        root=str(root.resolve()) if root else None,
-        val_split=val_split, img_size=img_size, augment=augment, cache=cache, resize=resize,
-        sampler=sampler, class_weights=class_weights, model=model,
-        pretrained=pretrained, weights=str(weights.resolve()) if weights else None, freeze=freeze,
-        unfreeze_at=unfreeze_at, backbone_lr_scale=backbone_lr_scale,
-        feature_cache=not no_feature_cache,
-        feature_cache_dir=str(feature_cache_dir.resolve()) if feature_cache_dir else None,
-        epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, opt=opt, momentum=momentum, grad_accum=grad_accum,
-        clip_grad=clip_grad, seed=seed, workers=workers,
-        device=device, channels_last=channels_last, compile=compile_model, amp=amp,
-        amp_dtype=amp_dtype, sched=sched, warmup_epochs=warmup_epochs, step_size=step_size,
-        milestones=milestone_list, gamma=gamma, loss=loss, label_smoothing=label_smoothing,
-        patience=patience, min_delta=min_delta, layer_decay=layer_decay, mixup=mixup,
-        cutmix=cutmix, ema=ema, ema_decay=ema_decay,
-        out=str(out) if out else None)
-    # Only flags typed on the command line (or set in the environment) override a config file
-    # or a resumed run; Typer's parameter source tells them from defaults.
-    typed = {_SETTING_OF.get(name, name) for name in ctx.params
-             if name not in _NOT_SETTINGS
-             and ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
     overrides = None
     if resume is not None:
-        if config_file is not None:
+        if settings.values["config_file"] is not None:
             raise UsageError("--config starts a new run; --resume continues one with its "
                              "own settings", "drop one of them")
-        overrides = ResumeOverrides(others={key: given[key] for key in typed})
+        given = {**settings.given(), "out": str(out) if out else None}
+        overrides = ResumeOverrides(others={key: given[key] for key in settings.typed("out")})
         if print_config:
             plan = plan_resume(resume, overrides.given())
             for line in plan.changes:
@@ -406,11 +209,7 @@ def finetune_command(
             return
         config = FinetuneConfig()  # the run's own settings are used, with `overrides`
     else:
-        file_values = read_config_file(config_file) if config_file is not None else {}
-        # An option left unset (None) takes the config's default (--epochs and --seed have
-        # none of their own, since with --resume "unset" means "keep the run's").
-        config, notes = resolve_config(file_values, {k: v for k, v in given.items()
-                                                     if v is not None}, typed)
+        config, notes = settings.resolve({"out": str(out) if out else None})
         for line in notes:
             render.note(line)
         if print_config:
