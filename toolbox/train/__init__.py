@@ -6,6 +6,7 @@ from toolbox.train.distributed import is_main_process
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 from toolbox.train.resume import plan_resume
 from toolbox.train.run import ResumeOverrides, finetune
+from toolbox.train.stopping import StopRun
 
 __all__ = [
     "DEFAULT_LR",
@@ -15,6 +16,7 @@ __all__ = [
     "FinetuneResult",
     "ResumeOverrides",
     "RunStart",
+    "StopRun",
     "config_yaml",
     "finetune",
     "is_main_process",

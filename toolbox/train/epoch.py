@@ -19,7 +19,7 @@ from toolbox.train.engine import NonFiniteLoss, train_epoch, validate
 from toolbox.train.metrics import MeterResult
 from toolbox.train.modeling import is_head, set_frozen, train_mode
 from toolbox.train.optim import current_lrs
-from toolbox.train.stopping import early_stop_reason, write_result
+from toolbox.train.stopping import StopRun, early_stop_reason, write_result
 
 
 def frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
@@ -28,14 +28,18 @@ def frozen_at(cfg: FinetuneConfig, epoch: int) -> bool:
 
 
 def early_stop(trainer: Any) -> str | None:
-    """Why `--patience` ends the run now, or None (scored as the best epoch is picked)."""
+    """Why the run ends now: the `on_epoch` callback asked (`StopRun`), or `--patience`
+    (scored as the best epoch is picked); None: it goes on."""
+    if trainer.stop_requested:
+        return trainer.stop_requested
     return early_stop_reason([best_of(r)[0] for r in trainer.state.history],
                              trainer.cfg.patience, trainer.cfg.min_delta)
 
 
 def run_epochs(trainer: Any, log: Any, first: Any) -> str | None:
     """Train `trainer`'s remaining epochs (`first`: the first epoch's batches, already being
-    loaded, or None); return why `--patience` stopped it early, or None.
+    loaded, or None); return why `--patience` (or the `on_epoch` callback) stopped it early,
+    or None.
 
     Raises:
         KeyboardInterrupt: after saving `last.pt` and an "interrupted" result.yaml.
@@ -149,5 +153,10 @@ def _record(trainer: Any, row: Any, log: Any, lrs: dict[str, float]) -> None:
         trainer._write_metrics()
         trainer._log_epoch(log, row, lrs)
         if trainer.on_epoch is not None:
-            trainer.on_epoch(row)
+            try:
+                trainer.on_epoch(row)
+            except StopRun as request:
+                trainer.stop_requested = request.reason
+    if ctx.enabled:  # the callback runs on rank 0; every rank stops with it
+        trainer.stop_requested = ctx.broadcast(trainer.stop_requested)
     ctx.barrier()

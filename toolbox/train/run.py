@@ -61,7 +61,8 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
         progress: receives the per-epoch progress and notes.
         on_start: called once with what is about to run (rank 0 only).
         on_epoch: called after every epoch with its figures (rank 0 only). Raising
-            KeyboardInterrupt there behaves like Ctrl-C.
+            KeyboardInterrupt there behaves like Ctrl-C; raising `StopRun` ends the run after
+            that epoch, as `--patience` does.
 
     Raises:
         ToolboxError: bad data, model, weights or checkpoint; a non-finite loss.

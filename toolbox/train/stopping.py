@@ -11,6 +11,16 @@ from toolbox import runs
 from toolbox.fileio import atomic_write_text
 
 
+class StopRun(Exception):
+    """Raised by an `on_epoch` callback to end the run after that epoch, as `--patience` does:
+    the epoch is saved, result.yaml says "stopped early" with `reason`, and `finetune` returns
+    (how `tb tune`'s pruner stops a trial without optuna in the trainer)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def early_stop_reason(scores: Sequence[float], patience: int | None, min_delta: float
                       ) -> str | None:
     """Why to stop after the last of `scores` (validation accuracy per epoch), or None.

@@ -67,6 +67,7 @@ class Trainer:
         self.on_start, self.on_epoch = on_start, on_epoch
         self.saver = CheckpointSaver(run_dir, cfg.channels_last)
         self.head_net: nn.Module | None = None  # set when the head trains on cached features
+        self.stop_requested: str | None = None  # why on_epoch ended the run (`StopRun`)
 
     # -- what a task decides (classification here; `train.segment` overrides these) -----
     row_type: type = EpochRow
