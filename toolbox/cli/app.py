@@ -17,6 +17,7 @@ from toolbox.cli import (
     models,
     predict,
     summary,
+    tune,
 )
 from toolbox.cli.errors import set_debug
 from toolbox.cli.help import adopt
@@ -29,7 +30,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (models, summary, augment, finetune, log_images, datasets, predict, export):
+for module in (models, summary, augment, finetune, tune, log_images, datasets, predict,
+               export):
     module.register(app)
 adopt(app)  # the house --help for every command registered above
 

@@ -251,15 +251,15 @@ def with_settings(command: Callable[..., Any]) -> Callable[..., Any]:
     """`command(ctx, settings, **own)` as a command that takes every settings option as well.
 
     The command's first parameter is its `typer.Context`, and `settings` receives a `Settings`;
-    the settings options come after the context in `--help`, the command's own options after
-    them. An own parameter with a setting's name replaces that option (`tb tune` has its own
-    `--sampler`, which also takes the data sampler's values).
+    `--help` shows the command's own options first, then the settings. An own parameter with a
+    setting's name replaces that option (`tb tune` has its own `--sampler`, which also takes
+    the data sampler's values).
     """
     own = dict(inspect.signature(command, eval_str=True).parameters)
     own.pop("settings")
     shared = {name: p for name, p in _parameters().items() if name not in own}
     first, *rest = own.values()
-    params = [first, *shared.values(), *rest]
+    params = [first, *rest, *shared.values()]
     names = [n for n in shared if n != first.name]
 
     @functools.wraps(command)

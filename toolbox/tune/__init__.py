@@ -4,7 +4,14 @@ from toolbox.tune._metric import DEFAULT_METRIC, METRICS, Metric, metric_for
 from toolbox.tune._report import BEST_FILE
 from toolbox.tune._results import TrialRow, TuneResult, TuneStart
 from toolbox.tune._sampling import PRUNERS, SAMPLERS
-from toolbox.tune._space import DEFAULT_SPACE, FORM, SpaceParam, default_space, parse_space
+from toolbox.tune._space import (
+    DEFAULT_SPACE,
+    FORM,
+    SpaceParam,
+    default_space,
+    parse_param,
+    parse_space,
+)
 from toolbox.tune._storage import open_storage
 from toolbox.tune._study import KEEP, TuneSettings, default_study, tune
 
@@ -27,6 +34,7 @@ __all__ = [
     "default_study",
     "metric_for",
     "open_storage",
+    "parse_param",
     "parse_space",
     "tune",
 ]

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +54,18 @@ def open_storage(url: str) -> Any:
     import optuna
 
     try:
-        if url.startswith(JOURNAL):
-            from optuna.storages.journal import JournalFileBackend
+        with quiet_optuna():  # heartbeats are "experimental" to Optuna, and it says so
+            if url.startswith(JOURNAL):
+                from optuna.storages.journal import JournalFileBackend
 
-            path = Path(url[len(JOURNAL):]).expanduser()
-            if not path.parent.is_dir():
-                raise FileNotFoundError(f"no folder {path.parent}")
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S)
-        storage.get_all_studies()  # a lazily connecting engine answers now, or fails now
-        return storage
+                path = Path(url[len(JOURNAL):]).expanduser()
+                if not path.parent.is_dir():
+                    raise FileNotFoundError(f"no folder {path.parent}")
+                return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
+                                                 grace_period=GRACE_S)
+            storage.get_all_studies()  # a lazily connecting engine answers now, or fails now
+            return storage
     except Exception as exc:
         raise ToolboxError(f"cannot open the study storage {shown(url)}: {_first_line(exc)}",
                            _HINT) from exc
@@ -72,3 +75,21 @@ def _first_line(exc: BaseException) -> str:
     """An exception's first line (SQLAlchemy adds a background link on the next lines)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's own log lines (a traceback for every failed trial) off: tb reports trials
+    itself, and shows tracebacks only under --debug."""
+    import warnings
+
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)

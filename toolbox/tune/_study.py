@@ -7,13 +7,12 @@ command run again (after Ctrl-C, a killed machine or a finished study) continues
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from toolbox.tune._report import summarize
 from toolbox.tune._results import TrialRow, TuneResult, TuneStart
 from toolbox.tune._sampling import make_pruner, make_sampler
 from toolbox.tune._space import SpaceParam, parse_space
-from toolbox.tune._storage import open_storage, shown, storage_url
+from toolbox.tune._storage import open_storage, quiet_optuna, shown, storage_url
 from toolbox.tune._trial import TrialRunner
 
 KEEP = {"all": "every trial's run folder", "best": "only the best trial's run folder"}
@@ -166,24 +165,6 @@ def _claim(study: Any, metric: Metric) -> None:
     elif recorded != metric.name:
         raise ToolboxError(f"study {study.study_name} optimises {recorded}, not {metric.name}",
                            f"pass --metric {recorded} to continue it, or another --study")
-
-
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's own log lines (a traceback for every failed trial) off: tb reports trials
-    itself, and shows tracebacks only under --debug."""
-    import warnings
-
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
 
 
 class _Watch:
