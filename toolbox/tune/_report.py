@@ -69,8 +69,13 @@ def _importances(study: Any, rows: list[TrialRow], notes: list[str]) -> dict[str
         notes.append(f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCES} "
                      f"finished trials; the study has {complete}")
         return {}
+    import warnings
+
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # "importances will be equal": the table shows it
+            warnings.simplefilter("ignore", UserWarning)
+            found = optuna.importance.get_param_importances(study)
+        return {k: float(v) for k, v in found.items()}
     except (ValueError, RuntimeError) as exc:  # e.g. every trial drew the same values
         first = str(exc).strip().splitlines()
         notes.append(f"no parameter importances: {first[0] if first else type(exc).__name__}")

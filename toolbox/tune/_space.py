@@ -137,7 +137,8 @@ def _field(spec: str, raw: str) -> str:
     why = ("it is not a setting a study can search" if name in fields
            else "no tb finetune option has that name")
     raise UsageError(f"--space {spec!r}: {raw!r} cannot be searched: {why}",
-                     f"{known}the searchable options: {', '.join(flags)}", param="--space")
+                     f"{known}write {FORM} with one of: {', '.join(flags)}",
+                     param="--space")
 
 
 def parse_param(spec: str) -> SpaceParam:

@@ -36,6 +36,31 @@ METRIC_ATTR = "tb_metric"  # the study's metric, so a continuation cannot switch
 SAME_FAILURES = 3
 
 
+def _check_choices(study: Any, params: list[SpaceParam], grid: bool) -> None:
+    """Optuna lets a study's ranges change from one run to the next, but not a list of choices,
+    nor a range into a list: say so before every trial fails on it."""
+    from optuna.distributions import CategoricalDistribution
+
+    before: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            before.setdefault(name, distribution)
+    for param in params:
+        old = before.get(param.flag)
+        if old is None:
+            continue
+        listed = grid or param.kind == "choice"
+        was_listed = isinstance(old, CategoricalDistribution)
+        if listed == was_listed and (not listed or list(old.choices) == param.grid()):
+            continue
+        earlier = (",".join(str(c).lower() if isinstance(c, bool) else str(c)
+                            for c in old.choices) if was_listed else "a range")
+        raise UsageError(f"study {study.study_name} searched {param.flag} over {earlier}; a "
+                         f"study's ranges may change, its lists of choices may not",
+                         f"search {param.flag} as before, or pass another --study",
+                         param="--space")
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """The options of a study (the trials' own settings are a `FinetuneConfig`)."""
@@ -94,6 +119,7 @@ def tune(config: FinetuneConfig, settings: TuneSettings, *, progress: Progress |
                                     pruner=pruner, direction=metric.direction,
                                     load_if_exists=True)
     _claim(study, metric)
+    _check_choices(study, params, settings.sampler == "grid")
     existing = len(study.get_trials(deepcopy=False))
     if on_start is not None:
         on_start(TuneStart(study=name, storage=shown(url), out=out, metric=metric.name,

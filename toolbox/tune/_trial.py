@@ -48,7 +48,11 @@ class TrialRunner:
 
         from toolbox.train import StopRun, finetune
 
-        values = {p.name: p.suggest(trial, self.grid) for p in self.params}
+        try:
+            values = {p.name: p.suggest(trial, self.grid) for p in self.params}
+        except ValueError as exc:  # Optuna's rules on a study's parameters (see _study)
+            trial.set_user_attr(REASON_ATTR, _reason(exc))
+            raise
         run_dir = trial_folder(self.trials_dir, trial.number)
         config = dataclasses.replace(self.base, **values, out=str(run_dir))
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))
