@@ -249,7 +249,8 @@ def _env(session_cache: Path) -> dict:
 def test_two_processes_share_one_study(data, tmp_path, session_cache):
     storage = f"journal:{tmp_path / 'shared.log'}"
     procs = [subprocess.Popen([str(TB), "tune", *args(data), "--study", "shared", "--storage",
-                               storage, "--trials", "3", "--out", str(tmp_path / f"m{n}"),
+                               storage, "--trials", "3", "--pruner", "none",
+                               "--out", str(tmp_path / f"m{n}"),
                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=_env(session_cache)) for n in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
