@@ -46,6 +46,7 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 _NAME = re.compile(r"(--)?[a-z][a-z0-9_-]*", re.ASCII)
 _BOOLS = {"true": True, "false": False}
+_MAX_DIGITS = 32  # no setting needs more; int() of thousands of digits is refused by Python
 _HINTS = typing.get_type_hints(FinetuneConfig)
 
 
@@ -98,7 +99,7 @@ class SpaceParam:
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else str(value)  # repr reads back exactly
 
 
 def _kind(name: str) -> str:
@@ -116,6 +117,8 @@ def _refuse(spec: str, why: str) -> UsageError:
 def _number(spec: str, text: str, kind: str) -> float | int:
     text = text.strip()
     pattern = _INTEGER if kind == "int" else _NUMBER
+    if len(text) > _MAX_DIGITS:
+        raise _refuse(spec, f"{text[:12]}... is too long for a number")
     if not pattern.fullmatch(text):
         what = "a whole number" if kind == "int" else "a number"
         raise _refuse(spec, f"{text!r} is not {what}")
@@ -179,9 +182,10 @@ def parse_param(spec: str) -> SpaceParam:
     items = [item.strip() for item in values.split(",")]
     if not values or not all(items):
         raise _refuse(spec, "a choice is empty")
-    if len(set(items)) != len(items):
+    choices = tuple(_choice(spec, item, kind) for item in items)
+    if len(set(choices)) != len(choices):
         raise _refuse(spec, "a choice is given twice")
-    return SpaceParam(name, "choice", choices=tuple(_choice(spec, item, kind) for item in items))
+    return SpaceParam(name, "choice", choices=choices)
 
 
 def _choice(spec: str, item: str, kind: str) -> Any:
