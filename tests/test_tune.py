@@ -233,6 +233,15 @@ def test_a_study_made_for_another_metric_is_not_continued(invoke, data, tmp_path
     assert result.exit_code == 1 and "study s optimises val_acc, not val_loss" in result.stderr
 
 
+def test_sampler_takes_the_search_and_the_data_sampler(invoke, data, tmp_path):
+    payload = tune_json(invoke, data, "--sampler", "random", "--sampler", "balanced",
+                        "--trials", "1", "--out", tmp_path, epochs=1)
+    settings = yaml.safe_load((Path(payload["trials"][0]["run_dir"]) / "args.yaml").read_text())
+    assert settings["sampler"] == "balanced"
+    result = invoke("tune", *args(data), "--sampler", "tpe", "--sampler", "grid")
+    assert result.exit_code == 2 and "at most one search sampler" in flat(result.stderr)
+
+
 def test_metric_must_fit_the_task(invoke, data):
     result = invoke("tune", *args(data), "--metric", "val_miou")
     assert result.exit_code == 2 and "not measured by --task classify" in flat(result.stderr)
