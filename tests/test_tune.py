@@ -4,6 +4,7 @@ folders, best.yaml and TensorBoard events."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -313,3 +314,23 @@ def test_an_interrupted_study_continues(data, tmp_path, session_cache):
     assert len(after) == len(before) + 2
     assert all(after[n]["value"] == value for n, value in finished.items())
     assert [after[n]["state"] for n in sorted(after)[-2:]] == ["complete", "complete"]
+
+
+@pytest.mark.slow
+def test_a_segmentation_study_optimises_dice(invoke, tmp_path):
+    from segment_helpers import fashion_segmentation
+
+    seg = fashion_segmentation(tmp_path / "seg", root=tmp_path / "fmnist")
+    result = invoke("tune", "--task", "segment", "--data", seg, "--model", "test_resnet",
+                    "--no-pretrained", "--img-size", "32", "--batch-size", "16", "--workers",
+                    "0", "--epochs", "2", "--metric", "val_dice", "--trials", "2",
+                    "--pruner", "none", "--out", tmp_path / "study", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["direction"] == "maximize"
+    for trial in payload["trials"]:
+        # The default space of a segmentation study has no label smoothing.
+        assert sorted(trial["params"]) == ["lr", "weight-decay"]
+        with open(Path(trial["run_dir"]) / "metrics.csv", newline="") as handle:
+            dice = [float(row["val_dice"]) for row in csv.DictReader(handle)]
+        assert trial["value"] == pytest.approx(max(dice), abs=1e-5)

@@ -161,7 +161,9 @@ def tune_command(
     from toolbox.tune import SpaceParam, parse_param, tune
 
     search_sampler, data_sampler = _split_samplers(sampler)
-    typed = settings.typed() - ({"sampler"} if data_sampler is None else set())
+    # This --sampler is tune's own option; it is the data sampler's setting only when it
+    # names one (then it wins over --config, as a typed flag does).
+    typed = settings.typed() | ({"sampler"} if data_sampler else set())
     extra = {"sampler": data_sampler} if data_sampler else {}
     config, notes = settings.resolve(extra, typed=typed)
     for line in notes:
