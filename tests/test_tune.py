@@ -243,6 +243,14 @@ def test_sampler_takes_the_search_and_the_data_sampler(invoke, data, tmp_path):
     assert result.exit_code == 2 and "at most one search sampler" in flat(result.stderr)
 
 
+def test_timeout_without_trials_runs_until_it_is_up(invoke, data, tmp_path):
+    started = time.monotonic()
+    payload = tune_json(invoke, data, "--timeout", "2", "--out", tmp_path, epochs=1)
+    # No trial starts after 2 s; the one running then finishes (a trial here takes ~1 s).
+    assert 1 <= payload["ran"] < 20
+    assert time.monotonic() - started < 60
+
+
 def test_metric_must_fit_the_task(invoke, data):
     result = invoke("tune", *args(data), "--metric", "val_miou")
     assert result.exit_code == 2 and "not measured by --task classify" in flat(result.stderr)

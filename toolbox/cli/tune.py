@@ -97,9 +97,10 @@ def _split_samplers(values: list[str] | None) -> tuple[str, str | None]:
 def tune_command(
     ctx: typer.Context,
     settings: Settings,
-    trials: Annotated[int, typer.Option(
-        "--trials", help="Trials this process runs (Optuna's n_trials); a study goes on "
-                         "from where it is.", rich_help_panel=_SEARCH)] = _D.trials,
+    trials: Annotated[int | None, typer.Option(
+        "--trials", help=f"Trials this process runs (Optuna's n_trials; default: {_D.trials}, "
+                         "or as many as --timeout allows); a study goes on from where it is.",
+        show_default=False, rich_help_panel=_SEARCH)] = None,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Start no trial after this many seconds.", metavar="SECONDS",
         rich_help_panel=_SEARCH)] = None,
@@ -174,6 +175,8 @@ def tune_command(
             raise UsageError(f"--{param.flag} is both set and searched (--space "
                              f"{param.spec()})", f"drop --{param.flag} or that --space",
                              param="--space")
+    if trials is None:
+        trials = None if timeout is not None else _D.trials
     options = TuneSettings(trials=trials, timeout=timeout, space=tuple(space or ()),
                            metric=metric, study=study, storage=storage, sampler=search_sampler,
                            pruner=pruner, out=str(out) if out else None, keep=keep)
