@@ -264,8 +264,11 @@ def _env(session_cache: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_share_one_study(data, tmp_path, session_cache):
-    storage = f"journal:{tmp_path / 'shared.log'}"
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_processes_share_one_study(data, tmp_path, session_cache, kind):
+    # Both start on a storage that does not exist yet: they race to make it.
+    storage = (f"journal:{tmp_path / 'shared.log'}" if kind == "journal"
+               else f"sqlite:///{tmp_path / 'shared.db'}")
     procs = [subprocess.Popen([str(TB), "tune", *args(data), "--study", "shared", "--storage",
                                storage, "--trials", "3", "--pruner", "none",
                                "--out", str(tmp_path / f"m{n}"),
@@ -273,10 +276,9 @@ def test_two_processes_share_one_study(data, tmp_path, session_cache):
                               text=True, env=_env(session_cache)) for n in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
-    import optuna
+    from toolbox.tune import open_storage
 
-    study = study_of(tmp_path, "shared", optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "shared.log"))))
+    study = study_of(tmp_path, "shared", open_storage(storage))
     assert sorted(t.number for t in study.trials) == list(range(6))
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     # Each process ran its 3, each trial in its own process's folder, none twice.

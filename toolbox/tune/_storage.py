@@ -20,6 +20,7 @@ DEFAULT_FILE = "study.db"
 # A RUNNING trial whose process stopped beating for this long (a killed machine) is marked
 # failed by the next trial of any process, so the study does not wait on it forever.
 HEARTBEAT_S, GRACE_S = 60, 180
+_CREATE_TRIES = 5
 _HINT = ("pass sqlite:///FILE, journal:FILE or a database URL such as "
          "postgresql://USER:PASSWORD@HOST/DB, check that its server is up and its folder "
          "exists, and that its Python driver (e.g. psycopg2) is installed")
@@ -62,13 +63,33 @@ def open_storage(url: str) -> Any:
                 if not path.parent.is_dir():
                     raise FileNotFoundError(f"no folder {path.parent}")
                 return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            return _open_rdb(url)
+    except Exception as exc:
+        raise ToolboxError(f"cannot open the study storage {shown(url)}: {_first_line(exc)}",
+                           _HINT) from exc
+
+
+def _open_rdb(url: str) -> Any:
+    """Optuna's RDBStorage on `url`, its tables made. Processes that start together on a new
+    database (a job array) race to make the tables, and all but one fail on the version row
+    or a locked SQLite file: those try again, and find the tables made."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(_CREATE_TRIES):
+        try:
             storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
                                                  grace_period=GRACE_S)
             storage.get_all_studies()  # a lazily connecting engine answers now, or fails now
             return storage
-    except Exception as exc:
-        raise ToolboxError(f"cannot open the study storage {shown(url)}: {_first_line(exc)}",
-                           _HINT) from exc
+        except (IntegrityError, OperationalError) as exc:
+            racing = isinstance(exc, IntegrityError) or "locked" in str(exc)
+            if not racing or attempt + 1 == _CREATE_TRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _first_line(exc: BaseException) -> str:
