@@ -32,10 +32,6 @@ class Metric:
         """The best of a run's per-epoch figures: the trial's value."""
         return max(values) if self.direction == "maximize" else min(values)
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether `a` beats `b`."""
-        return a > b if self.direction == "maximize" else a < b
-
 
 METRICS = {m.name: m for m in (
     Metric("val_acc", "maximize", ("classify",), "validation accuracy (top-1)"),

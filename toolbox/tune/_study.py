@@ -130,7 +130,7 @@ def tune(config: FinetuneConfig, settings: TuneSettings, *, progress: Progress |
     runner = TrialRunner(config, params, metric, grid=settings.sampler == "grid",
                          prune=settings.pruner != "none", trials_dir=out / TRIALS_DIR,
                          logdir=out / LOGDIR, progress=progress)
-    watch = _Watch(metric, out / TRIALS_DIR, settings.keep == "best", on_trial)
+    watch = _Watch(out / TRIALS_DIR, settings.keep == "best", on_trial)
     interrupted = False
     try:
         with quiet_optuna():
@@ -197,9 +197,9 @@ class _Watch:
     """Optuna's callback after each trial of this process: report it, keep only the best
     trial's folder (`--keep best`), and stop on failures that every trial meets."""
 
-    def __init__(self, metric: Metric, trials_dir: Path, keep_best: bool,
+    def __init__(self, trials_dir: Path, keep_best: bool,
                  on_trial: Callable[[TrialRow], None] | None) -> None:
-        self.metric, self.trials_dir, self.keep_best = metric, trials_dir, keep_best
+        self.trials_dir, self.keep_best = trials_dir, keep_best
         self.on_trial = on_trial
         self.failures: list[str] = []
         self.failing: str | None = None
