@@ -1,0 +1,134 @@
+"""A target made ready for the grid: its module, params and GMACs, and one runner per runtime
+(TorchScript and ONNX exported on the fly with `tb export`'s code and parity check)."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolbox.benchmark._models import MODULE, ONNX, TORCHSCRIPT, Target, build_module
+from toolbox.benchmark._steps import Runner
+from toolbox.errors import ToolboxError
+from toolbox.progress import Progress
+
+if TYPE_CHECKING:
+    from torch import nn
+
+DEFAULT_IMG_SIZE = 224
+
+
+@dataclass
+class Prepared:
+    """What every setting of one model shares."""
+
+    target: Target
+    source: str
+    img_size: int
+    params: int | None
+    gmacs: float | None
+    runners: dict[str, Runner] = field(default_factory=dict)
+
+
+def failure(exc: BaseException) -> str:
+    """One line for a setting that could not run: the error's first line, with its type."""
+    if isinstance(exc, ToolboxError):
+        return exc.message
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _gmacs(model: Any, img_size: int) -> float | None:
+    """GMACs of one image, from the flop counter `tb summary` uses (None where it cannot run)."""
+    import torch
+
+    from toolbox.models import count_macs
+
+    try:
+        return count_macs(model, torch.zeros(1, 3, img_size, img_size)) / 1e9
+    except Exception:  # a model the flop counter cannot follow: the column stays empty
+        return None
+
+
+def _params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _export(model: nn.Module, runtime: str, folder: Path, img_size: int, device: str,
+            threads: int | None, progress: Progress) -> Runner:
+    import torch
+
+    from toolbox.export import export_module
+    from toolbox.inference.exported import OnnxModel
+
+    fmt = "onnx" if runtime == "onnxruntime" else "torchscript"
+    try:
+        done = export_module(model, fmt, folder / f"model.{fmt}", img_size=img_size)
+    except Exception as exc:  # an export that fails makes that runtime's rows, not a crash
+        return Runner(runtime, reason=f"export to {fmt} failed: {failure(exc)}")
+    if done.note:
+        progress.note(done.note)
+    if fmt == "onnx":
+        return Runner(runtime, onnx=OnnxModel(done.file, device, threads),
+                      parity=done.parity.top1_agreement)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(done.file), map_location="cpu")
+    return Runner(runtime, module=module, parity=done.parity.top1_agreement)
+
+
+def _file_runners(target: Target, runtimes: tuple[str, ...], device: str,
+                  threads: int | None) -> tuple[dict[str, Runner], int | None, Any]:
+    """Runners of an export given as a file: it runs in its own runtime only."""
+    import torch
+
+    own = "onnxruntime" if target.kind == ONNX else "torchscript"
+    runners = {rt: Runner(rt, reason=f"a {'ONNX' if target.kind == ONNX else 'TorchScript'} "
+                                     f"file runs in {own} only") for rt in runtimes if rt != own}
+    if own not in runtimes:
+        return runners, None, None
+    if target.kind == ONNX:
+        from toolbox.export import summarize_onnx
+        from toolbox.inference.exported import OnnxModel
+
+        runners[own] = Runner(own, onnx=OnnxModel(target.spec, device, threads))
+        return runners, summarize_onnx(target.spec).total_params, runners[own].onnx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(target.spec, map_location="cpu")
+    runners[own] = Runner(own, module=module)
+    return runners, _params(module), module
+
+
+def _onnx_img_size(onnx_model: Any) -> int | None:
+    shape = onnx_model.session.get_inputs()[0].shape
+    return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+def prepare(target: Target, runtimes: tuple[str, ...], *, img_size: int | None, device: str,
+            threads: int | None, folder: Path, progress: Progress) -> Prepared:
+    """Build `target` once for all its settings; exports go to `folder` (a temporary one)."""
+    if target.kind != MODULE:
+        runners, params, model = _file_runners(target, runtimes, device, threads)
+        size = img_size or (_onnx_img_size(model) if target.kind == ONNX and model else None)
+        size = size or DEFAULT_IMG_SIZE
+        gmacs = _gmacs(model, size) if target.kind == TORCHSCRIPT and model is not None else None
+        return Prepared(target, target.kind, size, params, gmacs, runners)
+    built = build_module(target)
+    model = built.model.eval()
+    size = img_size or (built.input_size[-1] if built.input_size else DEFAULT_IMG_SIZE)
+    prepared = Prepared(target, built.source, size, _params(model), _gmacs(model, size))
+    for runtime in runtimes:
+        if runtime == "eager":
+            prepared.runners[runtime] = Runner(runtime, module=model)
+        else:
+            prepared.runners[runtime] = _export(model, runtime, folder, size, device, threads,
+                                                progress)
+    return prepared
+
+
+def scratch_folder() -> tempfile.TemporaryDirectory:
+    """Where on-the-fly exports live while their settings run (removed afterwards)."""
+    return tempfile.TemporaryDirectory(prefix="tb-benchmark-")
