@@ -35,4 +35,5 @@ __all__ = [
     "Timing",
     "run_benchmark",
     "time_steps",
+    "write_csv",
 ]

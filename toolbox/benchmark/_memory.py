@@ -10,6 +10,7 @@ hide this setting's growth.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import platform
@@ -35,10 +36,8 @@ def _status_kb(field: str) -> int | None:
 
 def _trim_heap() -> None:
     if platform.libc_ver()[0] == "glibc":
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 class PeakMemory:

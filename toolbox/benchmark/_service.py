@@ -236,6 +236,11 @@ def run_benchmark(models: Sequence[str] = (), *, modes: Sequence[str] = ("infer"
     progress.start("benchmarking", total=total, unit="settings")
     try:
         with _torch_threads(threads), scratch_folder() as folder:
+            import torch
+
+            # onnxruntime defaults to one thread per physical core, torch to its own count:
+            # the runtimes compare fairly only on the same number of threads.
+            threads = threads or torch.get_num_threads()
             for target in targets:
                 prepared = prepare(target, runtimes, img_size=img_size, device=device,
                                    threads=threads, folder=Path(folder), progress=progress)
