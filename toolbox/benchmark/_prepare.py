@@ -95,16 +95,38 @@ def _file_runners(target: Target, runtimes: tuple[str, ...], device: str,
 
         runners[own] = Runner(own, onnx=OnnxModel(target.spec, device, threads))
         return runners, summarize_onnx(target.spec).total_params, runners[own].onnx
+    from toolbox.inference.exported import INPUT_SIZE
+
+    extra = {INPUT_SIZE: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        module = torch.jit.load(target.spec, map_location="cpu")
+        module = torch.jit.load(target.spec, map_location="cpu", _extra_files=extra)
+    module.tb_input_size = _size_from_text(extra[INPUT_SIZE])
     runners[own] = Runner(own, module=module)
     return runners, _params(module), module
 
 
-def _onnx_img_size(onnx_model: Any) -> int | None:
-    shape = onnx_model.session.get_inputs()[0].shape
-    return shape[-1] if shape and isinstance(shape[-1], int) else None
+def _size_from_text(text: str | bytes) -> int | None:
+    """W of the "C,H,W" input size `tb export` writes into its files' metadata."""
+    text = text.decode() if isinstance(text, bytes) else text
+    last = text.rpartition(",")[2].strip()
+    return int(last) if last.isdigit() else None
+
+
+def _file_img_size(target: Target, model: Any) -> int | None:
+    """The input size an export was made for: the ONNX graph's fixed width, else the size
+    `tb export` recorded."""
+    if model is None:
+        return None
+    if target.kind == TORCHSCRIPT:
+        return getattr(model, "tb_input_size", None)
+    shape = model.session.get_inputs()[0].shape
+    if shape and isinstance(shape[-1], int):
+        return shape[-1]
+    from toolbox.inference.exported import INPUT_SIZE
+
+    props = model.session.get_modelmeta().custom_metadata_map
+    return _size_from_text(props.get(INPUT_SIZE, ""))
 
 
 def prepare(target: Target, runtimes: tuple[str, ...], *, img_size: int | None, device: str,
@@ -112,8 +134,7 @@ def prepare(target: Target, runtimes: tuple[str, ...], *, img_size: int | None, 
     """Build `target` once for all its settings; exports go to `folder` (a temporary one)."""
     if target.kind != MODULE:
         runners, params, model = _file_runners(target, runtimes, device, threads)
-        size = img_size or (_onnx_img_size(model) if target.kind == ONNX and model else None)
-        size = size or DEFAULT_IMG_SIZE
+        size = img_size or _file_img_size(target, model) or DEFAULT_IMG_SIZE
         gmacs = _gmacs(model, size) if target.kind == TORCHSCRIPT and model is not None else None
         return Prepared(target, target.kind, size, params, gmacs, runners)
     built = build_module(target)

@@ -31,7 +31,7 @@ class BenchRow:
     precision: str  # float32, amp bfloat16, amp float16
     channels_last: bool = False
     compile: bool = False
-    threads: int | None = None  # intra-op threads (torch or onnxruntime), None: their default
+    threads: int | None = None  # intra-op threads of torch and of onnxruntime (model rows)
     workers: int | None = None  # loader processes (--data rows only)
     img_per_s: float | None = None  # images over the timed steps / their wall time (timm's)
     step_ms: float | None = None  # median time of one step

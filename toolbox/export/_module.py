@@ -57,6 +57,7 @@ def export_module(model: nn.Module, fmt: str, dest: str | Path, *, img_size: int
     """
     import torch
 
+    from toolbox.inference.exported import INPUT_SIZE
     from toolbox.models import ModelMeta
 
     dest = Path(dest)
@@ -64,12 +65,13 @@ def export_module(model: nn.Module, fmt: str, dest: str | Path, *, img_size: int
     example = torch.rand(1, 3, img_size, img_size)
     sizes = output_shape(model, example)
     exporter = note = None
+    metadata = {INPUT_SIZE: f"3,{img_size},{img_size}"}  # what `tb benchmark` reads back
     if fmt == "onnx":
         exporter, note = write_onnx(model, dest, example, opset=DEFAULT_OPSET,
                                     dynamic_batch=True, output="logits", sizes=sizes,
-                                    metadata={})
+                                    metadata=metadata)
     else:
-        write_torchscript(model, dest, example, metadata={})
+        write_torchscript(model, dest, example, metadata=metadata)
     classes = sizes[1] if len(sizes) > 1 else 1
     meta = ModelMeta(model=type(model).__name__, num_classes=classes,
                      input_size=(3, img_size, img_size), mean=(0.0, 0.0, 0.0),
