@@ -197,8 +197,9 @@ def test_exports_and_run_folders_run_as_they_are(tiny, tmp_path):
     _ran(rows[("tiny.pt", "torchscript")])
     # The input size is read off the files; ONNX counts its initialisers (batch norm folded
     # into the convolution: 16 fewer).
-    assert rows[("tiny.onnx", "onnxruntime")].img_size == rows[("tiny.pt", "torchscript")].img_size == 32
-    assert 0 < rows[("tiny.onnx", "onnxruntime")].params < rows[("tiny.pt", "torchscript")].params
+    onnx_row, ts_row = rows[("tiny.onnx", "onnxruntime")], rows[("tiny.pt", "torchscript")]
+    assert onnx_row.img_size == ts_row.img_size == 32
+    assert 0 < onnx_row.params < ts_row.params
     assert "runs in onnxruntime only" in rows[("tiny.onnx", "eager")].reason
     assert "runs in torchscript only" in rows[("tiny.pt", "onnxruntime")].reason
     for runtime in ("eager", "torchscript", "onnxruntime"):

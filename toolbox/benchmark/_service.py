@@ -103,16 +103,20 @@ def _not_applicable(runtime: str, mode: str, *, amp: bool, channels_last: bool,
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
+def _torch_settings(threads: int | None) -> Iterator[None]:
+    """`threads` intra-op threads, and cuDNN's autotuner on (as timm's benchmark.py sets it:
+    the warm-up steps pick each convolution's fastest algorithm); both restored after."""
     import torch
 
-    before = torch.get_num_threads()
+    before, tuner = torch.get_num_threads(), torch.backends.cudnn.benchmark
     if threads:
         torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        torch.backends.cudnn.benchmark = tuner
 
 
 def _fill(row: BenchRow, timing: Timing) -> None:
@@ -235,7 +239,7 @@ def run_benchmark(models: Sequence[str] = (), *, modes: Sequence[str] = ("infer"
     rows: list[BenchRow] = []
     progress.start("benchmarking", total=total, unit="settings")
     try:
-        with _torch_threads(threads), scratch_folder() as folder:
+        with _torch_settings(threads), scratch_folder() as folder:
             import torch
 
             # onnxruntime defaults to one thread per physical core, torch to its own count:
