@@ -34,7 +34,7 @@ class TinyNet(nn.Module):
 '''
 QUICK = dict(warmup=1, min_steps=2, min_time=0.0, img_size=32)
 QUICK_ARGS = ["--warmup", "1", "--min-steps", "2", "--min-time", "0", "--img-size", "32"]
-FIGURES = ("img_per_s", "step_ms", "step_ms_q1", "step_ms_q3", "step_ms_min", "step_ms_max")
+FIGURES = ("img_per_s", "img_per_s_median", "step_ms", "step_ms_q1", "step_ms_q3", "step_ms_min", "step_ms_max")
 
 
 @pytest.fixture
@@ -59,6 +59,7 @@ def _ran(row) -> None:
     # images/s from the wall time of the timed loop, as timm computes it: no faster than
     # the fastest step allows.
     assert row.img_per_s <= row.batch_size / (row.step_ms_min / 1000) * 1.001
+    assert row.img_per_s_median == pytest.approx(row.batch_size / (row.step_ms / 1000))
 
 
 def test_every_mode_and_runtime_on_a_tiny_model(tiny):
@@ -80,13 +81,14 @@ def test_every_mode_and_runtime_on_a_tiny_model(tiny):
     for runtime in ("torchscript", "onnxruntime"):  # exported on the fly, checked
         assert rows[(runtime, "infer", 4)].parity == 1.0
     assert "inference only" in rows[("onnxruntime", "train", 4)].reason
-    assert "eval-mode" in rows[("torchscript", "train", 1)].reason
+    assert "traced in eval mode" in rows[("torchscript", "train", 1)].reason
     assert rows[("onnxruntime", "train", 1)].img_per_s is None
     speeds = [r.img_per_s for r in result.rows if r.img_per_s is not None]
     assert speeds == sorted(speeds, reverse=True) and len(speeds) == 8
     assert result.rows[-1].reason is not None  # the rows that did not run come last
-    # Training takes longer per image than inference on the same batch.
-    assert rows[("eager", "train", 4)].step_ms > rows[("eager", "infer", 4)].step_ms
+    # A training step does more than a forward pass (the fastest steps: a busy machine's
+    # hiccups land on single steps).
+    assert rows[("eager", "train", 4)].step_ms_min > rows[("eager", "infer", 4)].step_ms_min
 
 
 def test_impossible_settings_are_rows_with_reasons(tiny, monkeypatch):

@@ -34,6 +34,8 @@ class BenchRow:
     threads: int | None = None  # intra-op threads of torch and of onnxruntime (model rows)
     workers: int | None = None  # loader processes (--data rows only)
     img_per_s: float | None = None  # images over the timed steps / their wall time (timm's)
+    # batch / median step: what a busy machine's outliers leave alone (JSON and CSV only)
+    img_per_s_median: float | None = None
     step_ms: float | None = None  # median time of one step
     step_ms_q1: float | None = None  # the interquartile range of the step time
     step_ms_q3: float | None = None

@@ -96,7 +96,7 @@ def _not_applicable(runtime: str, mode: str, *, amp: bool, channels_last: bool,
         if channels_last:
             return "onnxruntime picks its own memory layout (--channels-last is for torch)"
     if runtime == "torchscript" and mode == "train":
-        return "the traced TorchScript graph is the eval-mode one; train with eager"
+        return "TorchScript is traced in eval mode: train with eager"
     if compile and runtime != "eager":
         return "--compile applies to the eager runtime"
     return None
@@ -124,6 +124,7 @@ def _fill(row: BenchRow, timing: Timing) -> None:
     (row.step_ms, row.step_ms_q1, row.step_ms_q3, row.step_ms_min,
      row.step_ms_max) = timing.quantiles_ms()
     row.steps = len(timing.steps)
+    row.img_per_s_median = timing.images / len(timing.steps) / (row.step_ms / 1000)
     if row.batch_size == 1:
         row.latency_ms = row.step_ms
 
