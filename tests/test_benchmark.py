@@ -34,7 +34,8 @@ class TinyNet(nn.Module):
 '''
 QUICK = dict(warmup=1, min_steps=2, min_time=0.0, img_size=32)
 QUICK_ARGS = ["--warmup", "1", "--min-steps", "2", "--min-time", "0", "--img-size", "32"]
-FIGURES = ("img_per_s", "img_per_s_median", "step_ms", "step_ms_q1", "step_ms_q3", "step_ms_min", "step_ms_max")
+FIGURES = ("img_per_s", "img_per_s_median", "step_ms", "step_ms_q1", "step_ms_q3",
+           "step_ms_min", "step_ms_max")
 
 
 @pytest.fixture
@@ -110,6 +111,17 @@ def test_impossible_settings_are_rows_with_reasons(tiny, monkeypatch):
     reasons = {r.runtime: r.reason for r in result.rows}
     assert reasons["eager"] == "RuntimeError: no C++ compiler"
     assert reasons["torchscript"] == "--compile applies to the eager runtime"
+
+
+def test_channels_last_runs_in_the_torch_runtimes(tiny):
+    result = run_benchmark([tiny], runtimes=["eager", "torchscript", "onnxruntime"],
+                           batch_sizes=[2], channels_last=True, **QUICK)
+    rows = {r.runtime: r for r in result.rows}
+    _ran(rows["eager"])
+    _ran(rows["torchscript"])
+    assert rows["eager"].channels_last and rows["torchscript"].channels_last
+    assert "own memory layout" in rows["onnxruntime"].reason
+    assert result.machine["cpu"] and int(result.machine["cores"]) >= 1
 
 
 def test_bf16_autocast_runs_on_the_cpu_when_asked(tiny):

@@ -30,6 +30,7 @@ class Prepared:
     params: int | None
     gmacs: float | None
     runners: dict[str, Runner] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the exports were made, when it matters
 
 
 def failure(exc: BaseException) -> str:
@@ -57,7 +58,7 @@ def _params(model: Any) -> int:
 
 
 def _export(model: nn.Module, runtime: str, folder: Path, img_size: int, device: str,
-            threads: int | None, progress: Progress) -> Runner:
+            threads: int | None, progress: Progress, notes: list[str]) -> Runner:
     import torch
 
     from toolbox.export import export_module
@@ -69,7 +70,8 @@ def _export(model: nn.Module, runtime: str, folder: Path, img_size: int, device:
     except Exception as exc:  # an export that fails makes that runtime's rows, not a crash
         return Runner(runtime, reason=f"export to {fmt} failed: {failure(exc)}")
     if done.note:
-        progress.note(done.note)
+        notes.append(f"{fmt}: {done.note}")
+        progress.note(notes[-1])
     if fmt == "onnx":
         return Runner(runtime, onnx=OnnxModel(done.file, device, threads),
                       parity=done.parity.top1_agreement)
@@ -146,7 +148,7 @@ def prepare(target: Target, runtimes: tuple[str, ...], *, img_size: int | None, 
             prepared.runners[runtime] = Runner(runtime, module=model)
         else:
             prepared.runners[runtime] = _export(model, runtime, folder, size, device, threads,
-                                                progress)
+                                                progress, prepared.notes)
     return prepared
 
 

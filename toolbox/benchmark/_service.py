@@ -136,12 +136,21 @@ def _onnx_device(runner: Runner) -> str:
     return runner.onnx.provider.removesuffix("ExecutionProvider").lower()
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def _machine(device: torch.device) -> dict[str, str]:
     import torch
 
     from toolbox.devices import usable_cores
 
-    info = {"cpu": platform.processor() or platform.machine(), "cores": str(usable_cores()),
+    info = {"cpu": _cpu_name(), "cores": str(usable_cores()),
             "torch_threads": str(torch.get_num_threads()), "torch": torch.__version__,
             "device": str(device)}
     if device.type == "cuda":
@@ -238,6 +247,7 @@ def run_benchmark(models: Sequence[str] = (), *, modes: Sequence[str] = ("infer"
     total = len(targets) * len(runtimes) * len(modes) * len(batch_sizes)
     total += len(batch_sizes) if data is not None else 0
     rows: list[BenchRow] = []
+    notes: list[str] = []
     progress.start("benchmarking", total=total, unit="settings")
     try:
         with _torch_settings(threads), scratch_folder() as folder:
@@ -249,6 +259,7 @@ def run_benchmark(models: Sequence[str] = (), *, modes: Sequence[str] = ("infer"
             for target in targets:
                 prepared = prepare(target, runtimes, img_size=img_size, device=device,
                                    threads=threads, folder=Path(folder), progress=progress)
+                notes += prepared.notes
                 rows += _model_rows(prepared, modes=modes, runtimes=runtimes,
                                     batch_sizes=batch_sizes, device=torch_device, amp=amp,
                                     amp_dtype=amp_dtype, channels_last=channels_last,
@@ -263,4 +274,4 @@ def run_benchmark(models: Sequence[str] = (), *, modes: Sequence[str] = ("infer"
     finally:
         progress.finish()
     return BenchmarkResult(sort_rows(rows), warmup=warmup, min_steps=min_steps,
-                           min_time=min_time, machine=machine)
+                           min_time=min_time, machine=machine, notes=notes)
