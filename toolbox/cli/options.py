@@ -34,3 +34,5 @@ LoaderWorkersOpt = Annotated[int | None, typer.Option(
                              "else up to 4).", show_default=False)]
 AmpOpt = Annotated[bool, typer.Option(
     "--amp", help="Mixed precision: float16 on CUDA, bfloat16 on the CPU and MPS.")]
+ForwardBatchOpt = Annotated[int, typer.Option(
+    "--batch-size", min=1, help="Images per forward pass.")]
