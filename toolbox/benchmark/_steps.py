@@ -140,6 +140,9 @@ def measure(runner: Runner, plan: StepPlan, *, device: torch.device, amp: Amp) -
                 classes = _first_tensor(model(batch[:1])).shape[1]
         model.train(plan.mode == "train")
         if plan.compile:
+            # A fresh compile for each setting: dynamo's cache of earlier shapes and modes
+            # would otherwise fill up (8 entries) and quietly leave later settings eager.
+            torch.compiler.reset()
             model = torch.compile(model)
         if plan.mode == "train":
             step = _train_step(model, batch, amp, classes)
@@ -148,7 +151,12 @@ def measure(runner: Runner, plan: StepPlan, *, device: torch.device, amp: Amp) -
             step = _infer_step(model, batch, amp)
             context = torch.inference_mode()
     memory.start()
-    with context:
-        timing = time_steps(step, warmup=plan.warmup, min_steps=plan.min_steps,
-                            min_time=plan.min_time, sync=_sync(device))
-    return Measured(timing, memory.peak_mb())
+    try:
+        with context:
+            timing = time_steps(step, warmup=plan.warmup, min_steps=plan.min_steps,
+                                min_time=plan.min_time, sync=_sync(device))
+        return Measured(timing, memory.peak_mb())
+    finally:
+        if runner.module is not None:  # the last step's gradients would weigh on the next
+            for param in runner.module.parameters():
+                param.grad = None
