@@ -293,3 +293,25 @@ def test_compile_runs_in_the_warm_up(tiny):
     (row,) = result.rows
     _ran(row)
     assert row.compile
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_prints_the_three_loops_and_ratios():
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_overhead.py"), "--quick"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    figures = dict(re.findall(r"^  (.+?)\s{2,}(\d+\.\d+)$", done.stdout, re.MULTILINE))
+    assert set(figures) == {"hand loop", "timm benchmark.py loop", "tb benchmark",
+                            "tb / hand loop", "tb / timm loop"}, done.stdout
+    assert all(float(v) > 0 for v in figures.values())
+    ratio = float(figures["tb benchmark"]) / float(figures["hand loop"])
+    assert float(figures["tb / hand loop"]) == pytest.approx(ratio, rel=0.01)
