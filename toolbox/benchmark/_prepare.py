@@ -73,8 +73,11 @@ def _export(model: nn.Module, runtime: str, folder: Path, img_size: int, device:
         notes.append(f"{fmt}: {done.note}")
         progress.note(notes[-1])
     if fmt == "onnx":
-        return Runner(runtime, onnx=OnnxModel(done.file, device, threads),
-                      parity=done.parity.top1_agreement)
+        try:
+            onnx_model = OnnxModel(done.file, device, threads)
+        except ToolboxError as exc:  # no CUDA provider for --device cuda, say
+            return Runner(runtime, reason=exc.message)
+        return Runner(runtime, onnx=onnx_model, parity=done.parity.top1_agreement)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(done.file), map_location="cpu")
