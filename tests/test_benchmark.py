@@ -173,6 +173,8 @@ def test_unknown_names_suggest_close_ones(invoke):
     assert result.exit_code == 2 and "nothing to benchmark" in result.stderr
     result = invoke("benchmark", "no/such/model.onnx")
     assert result.exit_code == 1 and "no such model file" in result.stderr
+    result = invoke("benchmark", "resnet18", "--data", "no/such/folder")
+    assert result.exit_code == 1 and "no such data folder" in result.stderr
 
 
 def test_wildcards_expand_like_models_list():

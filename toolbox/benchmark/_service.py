@@ -22,7 +22,7 @@ from toolbox.benchmark._results import (
 )
 from toolbox.benchmark._steps import Runner, StepPlan, measure
 from toolbox.benchmark._timing import Timing
-from toolbox.errors import UsageError, unknown_name
+from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ def _validate(*, models: Sequence[str], data: str | Path | None, modes: Sequence
                                (min_steps, "--min-steps", 1)):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}", param=name)
+    if data is not None and not Path(data).is_dir():
+        raise ToolboxError(f"no such data folder: {data}",
+                           "pass an ImageFolder tree: DIR/<class>/<image>")
     if min_time < 0:
         raise UsageError(f"--min-time must not be negative, got {min_time}", param="--min-time")
 
@@ -158,6 +161,15 @@ def _machine(device: torch.device) -> dict[str, str]:
     return info
 
 
+def _release(device: torch.device) -> None:
+    """After a failed setting (out of memory, say), hand CUDA's cached blocks back, as timm's
+    benchmark does before it retries, so the next setting starts from a clean allocator."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _model_rows(prepared: Prepared, *, modes: Sequence[str], runtimes: Sequence[str],
                 batch_sizes: Sequence[int], device: torch.device, amp: bool, amp_dtype: str,
                 channels_last: bool, compile: bool, threads: int | None, warmup: int,
@@ -186,6 +198,7 @@ def _model_rows(prepared: Prepared, *, modes: Sequence[str], runtimes: Sequence[
                         measured = measure(runner, plan, device=device, amp=amp_obj)
                     except Exception as exc:  # out of memory, a compiler that fails, ...
                         row.reason = failure(exc)
+                        _release(device)
                     else:
                         _fill(row, measured.timing)
                         row.peak_mem_mb = measured.peak_mem_mb
