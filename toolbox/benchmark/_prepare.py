@@ -150,6 +150,7 @@ def prepare(target: Target, runtimes: tuple[str, ...], *, img_size: int | None, 
         if runtime == "eager":
             prepared.runners[runtime] = Runner(runtime, module=model)
         else:
+            progress.note(f"{target.name}: exporting for {runtime} and checking parity")
             prepared.runners[runtime] = _export(model, runtime, folder, size, device, threads,
                                                 progress, prepared.notes)
     return prepared
