@@ -10,6 +10,7 @@ import typer
 from toolbox import __version__
 from toolbox.cli import (
     augment,
+    benchmark,
     datasets,
     export,
     finetune,
@@ -31,7 +32,7 @@ app = typer.Typer(
 )
 
 for module in (models, summary, augment, finetune, tune, log_images, datasets, predict,
-               export):
+               export, benchmark):
     module.register(app)
 adopt(app)  # the house --help for every command registered above
 
