@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from toolbox.train import FinetuneConfig
 from toolbox.tune import parse_param, parse_space
-from toolbox.tune._space import SEARCHABLE
+from toolbox.tune._space import GRID_LIMIT, SEARCHABLE
 
 SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow])
 NAMES = st.sampled_from([n.replace("_", "-") for n in SEARCHABLE]) | st.sampled_from(
@@ -41,6 +41,8 @@ def specs(draw: st.DrawFn) -> str:
 @example(spec="lr=1e-4..1e-1:log")
 @example(spec="lr=__import__('os').system('x')")
 @example(spec="epochs=1..9" + "9" * 5000)
+@example(spec="epochs=1..999999999999")
+@example(spec="lr=0..1e300:1e-300")
 def test_a_space_parses_to_a_well_formed_parameter_or_is_refused(spec):
     param = outcome(parse_param, spec)
     if param is None:
@@ -54,9 +56,13 @@ def test_a_space_parses_to_a_well_formed_parameter_or_is_refused(spec):
         assert param.low < param.high
         assert not param.log or param.low > 0
         assert param.step is None or param.step > 0
-        grid = param.grid()
-        assert grid is None or (grid[0] == param.low and all(
-            param.low <= v <= param.high + 1e-9 for v in grid))
+        count = param.count()
+        if count is not None and count > GRID_LIMIT:  # refused, never built
+            assert outcome(param.grid) is None
+        else:
+            grid = param.grid()
+            assert grid is None or (len(grid) == count and grid[0] == param.low and all(
+                param.low <= v <= param.high + 1e-9 for v in grid))
     assert parse_param(param.spec()) == param
 
 

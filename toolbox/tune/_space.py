@@ -47,6 +47,7 @@ _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 _NAME = re.compile(r"(--)?[a-z][a-z0-9_-]*", re.ASCII)
 _BOOLS = {"true": True, "false": False}
 _MAX_DIGITS = 32  # no setting needs more; int() of thousands of digits is refused by Python
+GRID_LIMIT = 10_000  # values of one parameter that --sampler grid may walk
 _HINTS = typing.get_type_hints(FinetuneConfig)
 
 
@@ -74,16 +75,36 @@ class SpaceParam:
         tail = ":log" if self.log else f":{_text(self.step)}" if self.step is not None else ""
         return f"{self.flag}={_text(self.low)}..{_text(self.high)}{tail}"
 
+    def count(self) -> float | None:
+        """How many values `grid()` holds (None: a continuous range)."""
+        if self.kind == "choice":
+            return len(self.choices)
+        step = self.step if self.step is not None else (1 if self.kind == "int" else None)
+        if step is None or self.log:
+            return None
+        ratio = (self.high - self.low) / step
+        return math.floor(ratio + 1e-9) + 1 if math.isfinite(ratio) else math.inf
+
     def grid(self) -> list[Any] | None:
-        """Every value, for `--sampler grid`; None for a continuous range."""
+        """Every value, for `--sampler grid`; None for a continuous range.
+
+        Raises:
+            UsageError: more than GRID_LIMIT values (a grid no study walks to its end).
+        """
+        count = self.count()
+        if count is None:
+            return None
         if self.kind == "choice":
             return list(self.choices)
-        if self.kind == "int" and not self.log:
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            return None
-        count = math.floor((self.high - self.low) / self.step + 1e-9)
-        return [round(self.low + k * self.step, 12) for k in range(count + 1)]
+        if count > GRID_LIMIT:
+            raise UsageError(f"--space {self.spec()} holds {count:.3g} values; --sampler grid "
+                             f"walks at most {GRID_LIMIT}", "give a larger step",
+                             param="--space")
+        step = self.step if self.step is not None else 1
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(step)))
+        # 12 significant digits: 0.1 * 3 is 0.3 on the grid, not 0.30000000000000004.
+        return [self.low, *(float(f"{self.low + k * step:.12g}") for k in range(1, int(count)))]
 
     def suggest(self, trial: Any, grid: bool = False) -> Any:
         """This parameter's value in an Optuna `trial` (grid: one of `grid()`'s values)."""
