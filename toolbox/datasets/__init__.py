@@ -21,6 +21,7 @@ from toolbox.datasets._loader import (
     fetch_command,
     open_dataset,
 )
+from toolbox.datasets._pack import PackedSplit, PackResult, pack, parse_size
 from toolbox.datasets._registry import (
     REGISTRY_ENV,
     DatasetInfo,
@@ -29,6 +30,16 @@ from toolbox.datasets._registry import (
     dataset_names,
     get_dataset,
     list_datasets,
+)
+from toolbox.datasets._shards import (
+    INDEX_FILE,
+    ShardSample,
+    ShardSet,
+    expand_pattern,
+    looks_like_shards,
+    open_shards,
+    read_samples,
+    shards_of,
 )
 from toolbox.datasets._verify import (
     DatasetRow,
@@ -39,6 +50,7 @@ from toolbox.datasets._verify import (
 )
 
 __all__ = [
+    "INDEX_FILE",
     "REGISTRY_ENV",
     "ROOT_ENV",
     "SPLITS",
@@ -53,18 +65,29 @@ __all__ = [
     "FetchedDataset",
     "FileReport",
     "Member",
+    "PackResult",
+    "PackedSplit",
     "RemoteFile",
+    "ShardSample",
+    "ShardSet",
     "UnsafeArchiveError",
     "check_dataset",
     "dataset_names",
     "default_root",
     "download",
+    "expand_pattern",
     "extract_archive",
     "fetch_command",
     "fetch_dataset",
     "get_dataset",
     "list_datasets",
     "list_status",
+    "looks_like_shards",
     "md5_file",
     "open_dataset",
+    "open_shards",
+    "pack",
+    "parse_size",
+    "read_samples",
+    "shards_of",
 ]
