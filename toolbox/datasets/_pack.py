@@ -54,6 +54,7 @@ class PackedSplit:
 
     shards: dict[str, int] = field(default_factory=dict)
     class_counts: list[int] = field(default_factory=list)
+    shard_classes: dict[str, list[int]] = field(default_factory=dict)  # per shard, per class
 
     @property
     def samples(self) -> int:
@@ -166,7 +167,10 @@ def pack(src: str | Path, out: str | Path, *, shard_size: int = 256 * 10**6,
     index = {"format": INDEX_FORMAT, "classes": classes,
              "shard": f"{shard[0]}/{shard[1]}" if shard else None,
              "splits": {name: {"samples": s.samples, "class_counts": s.class_counts,
-                               "shards": s.shards} for name, s in written.items()}}
+                               "shards": {shard_name: {"samples": n,
+                                                       "class_counts": s.shard_classes[shard_name]}
+                                          for shard_name, n in s.shards.items()}}
+                        for name, s in written.items()}}
     index_file = out / (INDEX_FILE if shard is None else f"index{tag}.json")
     atomic_write_text(index_file, json.dumps(index, indent=1, sort_keys=True) + "\n")
     return PackResult(out, index_file, classes, written, total_bytes, skipped,
@@ -198,6 +202,10 @@ def _write_split(out: Path, prefix: str, source: FileSource, picks: list[tuple[s
                 writer.write(sample)
             writer.close()
         split.shards[name] = len(batch)
+        counts = [0] * n_classes
+        for sample in batch:
+            counts[int(sample["cls"])] += 1
+        split.shard_classes[name] = counts
         total += (out / name).stat().st_size
         batch, batch_size = [], 0
 

@@ -81,7 +81,7 @@ class ShardSet:
     urls: list[str]
     classes: list[str]
     counts: list[int]
-    notes: list[str] = field(default_factory=list)
+    class_counts: list[list[int]] = field(default_factory=list)  # per shard, per class
 
     def __len__(self) -> int:
         return sum(self.counts)
@@ -124,7 +124,7 @@ def read_index(place: str) -> dict[str, Any]:
     return data
 
 
-def _merged_index(place: str) -> tuple[list[str], dict[str, int]]:
+def _merged_index(place: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """The classes and the per-shard counts of the index at `place` and of the indexes that
     the `--shard K/N` jobs of one pack wrote beside it (`index-KofN.json`)."""
     places = [place]
@@ -132,7 +132,7 @@ def _merged_index(place: str) -> tuple[list[str], dict[str, int]]:
         folder = Path(place).parent
         places = [str(p) for p in sorted(folder.glob("index*.json"))] or [place]
     classes: list[str] | None = None
-    counts: dict[str, int] = {}
+    counts: dict[str, dict[str, Any]] = {}
     for one in places:
         data = read_index(one)
         if classes is not None and data["classes"] != classes:
@@ -140,7 +140,7 @@ def _merged_index(place: str) -> tuple[list[str], dict[str, int]]:
                                "pack every --shard K/N job from the same source")
         classes = list(data["classes"])
         for split in data["splits"].values():
-            counts.update({str(k): int(v) for k, v in split["shards"].items()})
+            counts.update({str(k): v for k, v in split["shards"].items()})
     return classes or [], counts
 
 
@@ -151,9 +151,9 @@ def open_shards(pattern: str) -> ShardSet:
         ToolboxError: nothing matches, no index, a shard the index does not list.
     """
     urls = expand_pattern(pattern)
-    memo: dict[str, tuple[list[str], dict[str, int]]] = {}
+    memo: dict[str, tuple[list[str], dict[str, dict[str, Any]]]] = {}
     classes: list[str] | None = None
-    counts = []
+    counts, per_class = [], []
     for url in urls:
         place = _index_place(url)
         if place not in memo:
@@ -167,16 +167,15 @@ def open_shards(pattern: str) -> ShardSet:
         if name not in known:
             raise ToolboxError(f"shard {url} is not in its index {place}",
                                "shards are listed when `tb datasets pack` writes them")
-        counts.append(known[name])
-    return ShardSet(pattern, urls, classes or [], counts)
+        counts.append(int(known[name]["samples"]))
+        per_class.append([int(n) for n in known[name]["class_counts"]])
+    return ShardSet(pattern, urls, classes or [], counts, per_class)
 
 
-def shards_of(urls: list[str], counts: list[int], rank: int, world_size: int
-              ) -> tuple[list[str], int]:
-    """The shards one process of `world_size` reads, and how many samples they hold: every
-    `world_size`-th shard from `rank`, as webdataset's `split_by_node` hands them out."""
-    mine = list(range(rank, len(urls), world_size))
-    return [urls[i] for i in mine], sum(counts[i] for i in mine)
+def shards_of(shards: ShardSet, rank: int, world_size: int) -> list[int]:
+    """The shards (their positions in `shards.urls`) that one process of `world_size` reads:
+    every `world_size`-th from `rank`, as webdataset's `split_by_node` hands them out."""
+    return list(range(rank, len(shards.urls), world_size))
 
 
 # ---- reading: raw samples -> (key, image bytes or None, label or None, skip reason) -----------
@@ -190,6 +189,7 @@ class ShardSample:
     ext: str
     label: int
     skipped: SkippedFile | None = None
+    url: str = ""
 
 
 def _shard_named(args: tuple) -> str:
@@ -245,8 +245,8 @@ def _sample_of(raw: dict[str, Any], classes: list[str], index: dict[str, int]) -
         else:
             reason = f"label {text!r} is not in the index ({len(classes)} classes)"
     if reason is not None:
-        return ShardSample(key, None, "", -1, SkippedFile(where, reason))
-    return ShardSample(key, bytes(raw[ext]), ext, label)
+        return ShardSample(key, None, "", -1, SkippedFile(where, reason), url)
+    return ShardSample(key, bytes(raw[ext]), ext, label, url=url)
 
 
 def read_samples(urls: list[str], classes: list[str], *, split_nodes: bool = False,
