@@ -10,7 +10,7 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import JsonOpt, LogdirOpt, SeedOpt, WorkersOpt
+from toolbox.cli.options import JsonOpt, LogdirOpt, SeedOpt, WorkersOpt, parse_shard
 from toolbox.errors import ToolboxError, UsageError
 
 
@@ -18,24 +18,6 @@ class ImageFormat(StrEnum):
     png = "png"
     jpg = "jpg"
     webp = "webp"
-
-
-def _parse_shard(value: str | None) -> tuple[int, int] | None:
-    """`K/N` (0 <= K < N) as a tuple; a usage error otherwise."""
-    if value is None:
-        return None
-    index, _, count = value.partition("/")
-    try:
-        # isdecimal, not isdigit: '²' is a digit that int() refuses; int() also refuses
-        # numbers over 4,300 digits (ValueError).
-        shard = (int(index), int(count)) if (index.strip().isdecimal()
-                                             and count.strip().isdecimal()) else None
-    except ValueError:
-        shard = None
-    if shard is None or not 0 <= shard[0] < shard[1]:
-        raise typer.BadParameter(f"{value!r} is not K/N with 0 <= K < N (e.g. 0/4)",
-                                 param_hint="--shard")
-    return shard
 
 
 def _list(as_json: bool) -> None:
@@ -166,7 +148,7 @@ def augment(
     if len(given) > 1:
         raise typer.BadParameter(f"{' and '.join(given)} are exclusive: give one pipeline",
                                  param_hint=given[0])
-    shard_spec = _parse_shard(shard)
+    shard_spec = parse_shard(shard)
     if shard_spec is not None and seed is None and pipeline is None:
         raise typer.BadParameter("every shard needs the same seed: add --seed N",
                                  param_hint="--shard")

@@ -9,19 +9,37 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import DeviceOpt, JsonOpt, SeedOpt, WorkersOpt
+from toolbox.cli.finetune_tables import kept as _kept
+from toolbox.cli.finetune_tables import pct as _pct
+from toolbox.cli.finetune_tables import show_segment_result as _show_segment_result
+from toolbox.cli.finetune_tables import with_ema as _with_ema
+from toolbox.cli.options import (
+    DATA_PANEL,
+    DeviceOpt,
+    JsonOpt,
+    LabelColumnOpt,
+    LabelsOpt,
+    PathColumnOpt,
+    SeedOpt,
+    ShuffleBufferOpt,
+    SplitColumnOpt,
+    ValDataOpt,
+    WorkersOpt,
+    data_location,
+    table_settings,
+)
 from toolbox.train import DEFAULT_LR, DEMO_IMG_SIZE, FinetuneConfig
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from toolbox.train import EpochRow, FinetuneResult, RunStart
-    from toolbox.train.segment import SegmentEpochRow, SegmentResult
+    from toolbox.train.segment import SegmentEpochRow
 
 # Every default comes from the service's config, so the CLI and the Python API cannot drift.
 _D = FinetuneConfig()
 
-_DATA = "Data"
+_DATA = DATA_PANEL
 _MODEL = "Model"
 _TRAIN = "Training"
 _OUT = "Outputs"
@@ -29,10 +47,6 @@ _OUT = "Outputs"
 _NOT_SETTINGS = ("ctx", "config_file", "print_config", "resume", "json_output")
 _SETTING_OF = {"compile_model": "compile", "no_feature_cache": "feature_cache"}
 _LR_DEFAULTS = ", ".join(f"{lr:g} {mode}" for mode, lr in DEFAULT_LR.items())
-
-
-def _pct(value: float) -> str:
-    return "-" if value != value else f"{100 * value:.1f}%"  # NaN: a class with no val images
 
 
 def _settings(start: RunStart) -> Table:
@@ -94,42 +108,6 @@ def _ema_note(row: EpochRow | SegmentEpochRow) -> str:
     return f" | EMA {name} {_pct(getattr(row, 'ema_' + row.SCORE))}"
 
 
-def _with_ema(columns: list[str], rows: list[tuple], epochs: list, after: str
-              ) -> tuple[list[str], list[tuple]]:
-    """The results table with an "EMA <score>" column after `after` when the run had --ema."""
-    if not epochs or epochs[0].ema_val_loss is None:
-        return columns, rows
-    at = columns.index(after) + 1
-    name = "EMA mIoU" if hasattr(epochs[0], "val_miou") else "EMA acc"
-    scores = [_pct(getattr(r, "ema_" + r.SCORE)) for r in epochs]
-    return ([*columns[:at], name, *columns[at:]],
-            [(*row[:at], score, *row[at:]) for row, score in zip(rows, scores, strict=True)])
-
-
-def _kept(result: FinetuneResult) -> str:
-    """Which weights the model file holds, when --ema made it a choice."""
-    return "its EMA weights " if result.best_weights == "ema" else ""
-
-
-def _show_segment_result(result: SegmentResult) -> None:
-    columns = ["epoch", "train loss", "val loss", "pixel acc", "mIoU", "Dice", "lr", "img/s",
-               "time"]
-    rows = [(r.epoch, f"{r.train_loss:.3f}", f"{r.val_loss:.3f}", _pct(r.val_pixel_acc),
-             _pct(r.val_miou), _pct(r.val_dice), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
-             f"{r.epoch_time_s:.1f}s") for r in result.epochs]
-    columns, rows = _with_ema(columns, rows, result.epochs, after="mIoU")
-    table = render.table(None, columns, rows, right=columns)
-    table.show_edge = table.pad_edge = False
-    render.show(table)
-    per_class = [(name, _pct(iou), _pct(result.per_class_dice.get(name, float("nan"))))
-                 for name, iou in result.per_class_acc.items()]
-    render.show(render.table(None, ["class", "val IoU", "val Dice"], per_class,
-                             right=["val IoU", "val Dice"]))
-    render.stdout.print(f"val mIoU {_pct(result.best_val_miou)}, Dice "
-                        f"{_pct(result.best_val_dice)} (best epoch {result.best_epoch}, "
-                        f"{_kept(result)}saved as {result.model_file})")
-
-
 def _show_result(result: FinetuneResult) -> None:
     if result.start is not None:
         render.show(_settings(result.start))
@@ -173,9 +151,17 @@ def finetune_command(
         "--task", help="classify (one label an image) or segment (a label a pixel: "
                        "DIR/train/images + DIR/train/masks).", rich_help_panel=_DATA)
     ] = _D.task,
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="ImageFolder tree DIR/<class>/<image>; DIR/train and DIR/val are used "
-                       "when present, else --val-split.", rich_help_panel=_DATA)] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="ImageFolder tree DIR/<class>/<image> (DIR/train and DIR/val when "
+                       "present, else --val-split), a CSV of paths and labels, or tar shards "
+                       "('shards/train-{000000..000063}.tar', globs, URLs, a packed folder).",
+        rich_help_panel=_DATA)] = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    split_column: SplitColumnOpt = None,
+    val_data: ValDataOpt = None,
+    shuffle_buffer: ShuffleBufferOpt = _D.shuffle_buffer,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="A data set fetched by `tb datasets fetch` (official train/test).",
         rich_help_panel=_DATA)] = None,
@@ -340,6 +326,8 @@ def finetune_command(
     Examples:
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
+      tb finetune --data labels.csv --split-column split --freeze
+      tb finetune --data 'shards/train-{000000..000063}.tar' --val-data 'shards/val-*.tar'
       tb finetune --data skewed/ --class-weights auto --resize letterbox
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
@@ -370,7 +358,10 @@ def finetune_command(
     given = dict(
         task=task, decoder=decoder,
         # Absolute paths in args.yaml, so `--resume` works from any folder.
-        data=str(data.resolve()) if data else None, dataset=dataset,
+        data=data_location(data), dataset=dataset, val_data=data_location(val_data),
+        shuffle_buffer=shuffle_buffer,
+        **table_settings(labels=labels, path_column=path_column, label_column=label_column,
+                         split_column=split_column),
         root=str(root.resolve()) if root else None,
         val_split=val_split, img_size=img_size, augment=augment, cache=cache, resize=resize,
         sampler=sampler, class_weights=class_weights, model=model,

@@ -16,10 +16,14 @@ from toolbox.cli.options import (
     DatasetOpt,
     DeviceOpt,
     JsonOpt,
+    LabelColumnOpt,
+    LabelsOpt,
     LoaderWorkersOpt,
     LogdirOpt,
+    PathColumnOpt,
     RootOpt,
     RunOpt,
+    SplitColumnOpt,
 )
 
 if TYPE_CHECKING:
@@ -182,7 +186,12 @@ def evaluate(
     checkpoint: CheckpointOpt = None,
     data: Annotated[Path | None, typer.Option(
         "--data", help="An ImageFolder (DIR/<class>/<image>), or a DIR with train/ and val/ "
-                       "or test/ sub-folders (the held-out one is used).")] = None,
+                       "or test/ sub-folders (the held-out one is used), or a CSV of "
+                       "paths and labels.")] = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    split_column: SplitColumnOpt = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
     split: Annotated[str | None, typer.Option(
@@ -216,6 +225,7 @@ def evaluate(
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
       tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
+      tb evaluate --run runs/my-run --data labels.csv --split-column split
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service
@@ -246,7 +256,8 @@ def evaluate(
         run=run, checkpoint=checkpoint, data=data, dataset=named, split=split,
         batch_size=batch_size, device=device, amp=amp, workers=workers, out=out,
         tensorboard=tensorboard, write_tensorboard=not no_tensorboard, max_samples=max_samples,
-        progress=make_progress(not json_out))
+        labels=labels, path_column=path_column, label_column=label_column,
+        split_column=split_column, progress=make_progress(not json_out))
     _warn_skipped(result.skipped)
     if result.class_matches:
         pairs = ", ".join(f"'{d}' -> '{m}'" for d, m in result.class_matches.items())

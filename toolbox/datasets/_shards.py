@@ -20,17 +20,12 @@ from typing import Any
 
 from toolbox.errors import ToolboxError
 from toolbox.images import IMAGE_EXTENSIONS
+from toolbox.paths import is_remote
 from toolbox.sources import SkippedFile
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "tb-shards-1"
 IMAGE_KEYS = tuple(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
-_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-
-
-def is_remote(url: str) -> bool:
-    """A shard webdataset opens itself (`pipe:` commands, http, s3, gs, ... URLs)."""
-    return url.startswith("pipe:") or bool(_REMOTE.match(url))
 
 
 def looks_like_shards(data: str | Path) -> bool:

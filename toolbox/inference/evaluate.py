@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox import runs
+from toolbox.csv_source import is_csv, read_csv_labels
 from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_write_text
 from toolbox.images import not_an_image, scan_image_folder, write_image
@@ -148,6 +149,31 @@ def _labelled_folder(data: Path, split: str | None, model_classes: list[str]) ->
                    renamed, [SkippedFile(display_path(p), not_an_image(p)) for p in tree.others])
 
 
+def _labelled_table(csv_file: Path, images_dir: Path | None, columns: dict[str, str | None],
+                    split: str | None, model_classes: list[str]) -> _Labelled:
+    """The rows of a CSV table (`columns`: its path, label and split columns); with a split
+    column, the rows of `split` (default val, what `tb finetune` validated on)."""
+    import numpy as np  # a runtime import here only: the module types with it
+
+    table = read_csv_labels(csv_file, images_dir=images_dir, **columns)
+    source, picks, used = table.source, np.arange(len(table.source)), None
+    if table.is_val is not None:
+        used = split or "val"
+        if used not in ("train", "val"):
+            raise ToolboxError(f"--split {used}: a CSV's split column holds train and val",
+                               "pass --split train or --split val")
+        picks = np.flatnonzero(table.is_val == (used == "val"))
+    elif split is not None:
+        raise ToolboxError(f"--split {split} needs --split-column with a CSV",
+                           "name the column that holds train/val")
+    mapping, renamed = match_classes(source.classes, model_classes, str(csv_file))
+    paths = [source.paths[i] for i in picks]
+    tag = csv_file.stem + (f"-{used}" if used else "")
+    return _Labelled(f"{csv_file}" + (f" ({used} rows)" if used else ""), tag, len(paths),
+                     FileReader(paths), [mapping[source.targets[i]] for i in picks],
+                     lambda i: display_path(paths[i]), renamed, table.skipped)
+
+
 def _labelled_dataset(named: NamedDataset, model_classes: list[str]) -> _Labelled:
     name, split, dataset = named.name, named.split, named.items
     mapping, renamed = match_classes(list(dataset.classes), model_classes, f"{name} ({split})")
@@ -186,6 +212,8 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
              device: str = "auto", amp: bool = False, workers: int | None = None,
              out: str | Path | None = None, tensorboard: str | Path | None = None,
              write_tensorboard: bool = True, max_samples: int | None = None,
+             labels: str | Path | None = None, path_column: str | None = None,
+             label_column: str | None = None, split_column: str | None = None,
              progress: Progress | None = None) -> EvalResult:
     """Evaluate a trained model on an ImageFolder (`data`) or a fetched data set (`dataset`,
     opened by the caller; `split` then is the data set's own).
@@ -194,7 +222,8 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
     `eval` folder beside a bare model file), and the confusion matrix plus top-1/top-5 scalars
     to TensorBoard in `tensorboard` (default: the run folder) unless `write_tensorboard` is off.
     `max_samples` evaluates that many samples evenly spaced through the data (a quick look that
-    still covers every class of a class-sorted folder).
+    still covers every class of a class-sorted folder). A CSV table (`data` ending in .csv, or
+    `labels` with paths relative to the folder `data`) is read as `tb finetune` reads it.
 
     Raises:
         ToolboxError: no model or no data, a class the model does not know, nothing readable.
@@ -207,7 +236,12 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
                            "use --data DIR, or --dataset NAME --root DIR")
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     names = loaded.class_names
-    if data is not None:
+    if data is not None and (labels is not None or is_csv(data)):
+        columns = dict(path_column=path_column, label_column=label_column,
+                       split_column=split_column)
+        source = _labelled_table(Path(labels or data), Path(data) if labels else None, columns,
+                                 split, names)
+    elif data is not None:
         source = _labelled_folder(Path(data), split, names)
     else:
         source = _labelled_dataset(dataset, names)

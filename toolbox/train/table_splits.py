@@ -19,6 +19,7 @@ import numpy as np
 from toolbox import runs
 from toolbox.csv_source import is_csv, read_csv_labels
 from toolbox.errors import ToolboxError, UsageError
+from toolbox.paths import is_remote
 from toolbox.sources import FileSource, SkippedFile, SubsetSource, image_folder_source
 
 
@@ -68,7 +69,7 @@ def _shard_parts(data: str | Path, val_data: str | Path | None) -> Parts:
     else:
         first = train.urls[0]
         folder = Path(first).parent
-        if "://" in first or first.startswith("pipe:") or not any(folder.glob("val-*.tar")):
+        if is_remote(first) or not any(folder.glob("val-*.tar")):
             raise ToolboxError(f"no validation shards for {data}",
                                "pass --val-data 'PATTERN' (pack a folder with val/, or a CSV "
                                "with --split-column, to get val-*.tar beside train-*.tar)")
