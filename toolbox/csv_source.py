@@ -9,12 +9,14 @@ names files) is a one-line error instead, since training on a guess would be wor
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from toolbox.errors import ToolboxError, unknown_name
+from toolbox.fileio import is_file
 from toolbox.sources import FileSource, SkippedFile, shown_path
 
 DEFAULT_LABEL_COLUMN = "label"
@@ -65,7 +67,7 @@ def _path_column(columns: list[str], rows: list[dict[str, str]], base: Path,
                  csv_file: Path) -> str:
     """The first column whose values name existing files (among the first rows)."""
     for column in columns:
-        if any((row.get(column) or "").strip() and _resolve(row[column], base).is_file()
+        if any((row.get(column) or "").strip() and is_file(_resolve(row[column], base))
                for row in rows[:PROBE_ROWS]):
             return column
     raise ToolboxError(f"{csv_file}: no column names existing files under {base} "
@@ -94,7 +96,7 @@ def read_csv_labels(csv_file: str | Path, *, images_dir: str | Path | None = Non
     csv_file = Path(csv_file)
     columns, rows = _rows(csv_file)
     base = Path(images_dir) if images_dir is not None else csv_file.parent
-    if images_dir is not None and not base.is_dir():
+    if images_dir is not None and not os.path.isdir(base):
         raise ToolboxError(f"no such images folder: {base}",
                            "--data names the folder the CSV's paths are relative to")
     paths = (_column(path_column, columns, "--path-column", csv_file) if path_column
@@ -126,7 +128,7 @@ def read_csv_labels(csv_file: str | Path, *, images_dir: str | Path | None = Non
                 raise ToolboxError(f"{csv_file} line {line}: split {word!r} in {split!r} is "
                                    "not train or val", "use train or val in every row")
             is_val = SPLIT_VALUES[word]
-        if not path.is_file():
+        if not is_file(path):
             skipped.append(SkippedFile(shown_path(path, root), "file not found"))
             continue
         kept.append((path, label, is_val))

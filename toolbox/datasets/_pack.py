@@ -11,6 +11,7 @@ Each shard and the index are written atomically under their final names.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from toolbox import runs
 from toolbox.datasets._shards import INDEX_FILE, INDEX_FORMAT
 from toolbox.errors import ToolboxError, UsageError
-from toolbox.fileio import atomic_path, atomic_write_text
+from toolbox.fileio import atomic_path, atomic_write_text, is_file
 from toolbox.images import probe_image
 from toolbox.progress import NullProgress, Progress
 from toolbox.sharding import in_shard
@@ -107,7 +108,7 @@ def _splits_of(src: Path, path_column: str | None, label_column: str | None,
     if any(v is not None for v in (path_column, label_column, split_column)):
         raise UsageError("--path-column, --label-column and --split-column apply to a CSV "
                          "source", "drop them for a folder of class sub-folders")
-    if not src.is_dir():
+    if not os.path.isdir(src):
         raise ToolboxError(f"no such folder or CSV file: {src}",
                            "pack DIR/<class>/<image>, or a CSV of paths and labels")
     train_dir, val_dir = runs.split_folders(src)
@@ -138,8 +139,8 @@ def pack(src: str | Path, out: str | Path, *, shard_size: int = 256 * 10**6,
     src, out = Path(src), Path(out)
     progress = progress or NullProgress()
     parts, skipped = _splits_of(src, path_column, label_column, split_column)
-    root = (src.parent if src.is_file() else src).resolve()
-    if out.resolve().is_relative_to(root) and not src.is_file():
+    root = (src.parent if is_file(src) else src).resolve()
+    if out.resolve().is_relative_to(root) and not is_file(src):
         raise ToolboxError(f"OUT ({out}) lies inside SRC ({src})",
                            "write the shards elsewhere; a later scan of SRC would find them")
     classes = next(iter(parts.values())).classes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toolbox.errors import ToolboxError
+from toolbox.fileio import is_file
 from toolbox.images import IMAGE_EXTENSIONS
 from toolbox.paths import is_remote
 from toolbox.sources import SkippedFile
@@ -35,7 +37,7 @@ def looks_like_shards(data: str | Path) -> bool:
     if is_remote(text) or ".tar" in text:
         return True
     folder = Path(text)
-    return folder.is_dir() and (folder / INDEX_FILE).is_file() and any(folder.glob("*.tar"))
+    return os.path.isdir(folder) and (folder / INDEX_FILE).is_file() and any(folder.glob("*.tar"))
 
 
 def expand_pattern(pattern: str) -> list[str]:
@@ -48,15 +50,20 @@ def expand_pattern(pattern: str) -> list[str]:
     """
     import braceexpand  # webdataset's own dependency, the expansion its `SimpleShardList` does
 
-    if not is_remote(pattern) and Path(pattern).is_dir():
+    if not is_remote(pattern) and os.path.isdir(Path(pattern)):
         pattern = str(Path(pattern) / "train-*.tar")
     found: list[str] = []
-    for part in braceexpand.braceexpand(pattern):
+    try:
+        parts = list(braceexpand.braceexpand(pattern))
+    except braceexpand.UnbalancedBracesError:
+        raise ToolboxError(f"shard pattern {pattern}: unbalanced braces",
+                           "e.g. 'shards/train-{000000..000063}.tar'") from None
+    for part in parts:
         if is_remote(part):
             found.append(part)
         elif glob.has_magic(part):
             found.extend(sorted(glob.glob(part)))
-        elif Path(part).is_file():
+        elif is_file(Path(part)):
             found.append(part)
         else:
             raise ToolboxError(f"shard pattern {pattern}: no such shard {part}",
@@ -206,6 +213,7 @@ class _Errors:
     def __init__(self) -> None:
         self.found: list[SkippedFile] = []
         self.last_key: dict[str, str] = {}
+        self.reported: set[str] = set()  # shards already named
 
     def __call__(self, exn: Exception) -> bool:
         url = _shard_named(exn.args)
@@ -215,13 +223,17 @@ class _Errors:
         reason = ("truncated shard: the rest of it is skipped" if "end of" in text.lower()
                   or "truncated" in text.lower() or "unexpected" in text.lower()
                   else f"unreadable shard ({text.split(' @ ')[0]})")
-        self.found.append(SkippedFile(where, reason))
+        if url not in self.reported:  # one line a shard (a break is reported twice)
+            self.reported.add(url)
+            self.found.append(SkippedFile(where, reason))
         return True
 
 
 def _sample_of(raw: dict[str, Any], classes: list[str], index: dict[str, int]) -> ShardSample:
     key = str(raw.get("__key__"))
     url = str(raw.get("__url__", "?"))
+    if "__skip__" in raw:
+        return ShardSample(key, None, "", -1, raw["__skip__"], url)
     where = f"{url}:{key}"
     ext = next((k for k in IMAGE_KEYS if k in raw), None)
     cls = raw.get("cls")
@@ -244,13 +256,48 @@ def _sample_of(raw: dict[str, Any], classes: list[str], index: dict[str, int]) -
     return ShardSample(key, bytes(raw[ext]), ext, label, url=url)
 
 
+def _short_shards(counts: dict[str, int], errors: _Errors) -> Any:
+    """A pipeline stage (before any shuffling, so samples still come shard by shard) that
+    follows each shard with a skip marker when it held fewer samples than its index says:
+    Python's tar reader ends a file cut at a member's boundary quietly, as if it were whole
+    (`errors` has named the shards whose break it did notice)."""
+
+    def stage(src: Any) -> Iterator[dict[str, Any]]:
+        current, seen, last = None, 0, ""
+        for sample in src:
+            url = sample.get("__url__")
+            if url != current:
+                if current not in errors.reported:
+                    yield from _shortfall(current, seen, last, counts)
+                current, seen = url, 0
+            seen += 1
+            last = str(sample.get("__key__"))
+            yield sample
+        if current not in errors.reported:
+            yield from _shortfall(current, seen, last, counts)
+
+    return stage
+
+
+def _shortfall(url: str | None, seen: int, last: str, counts: dict[str, int]
+               ) -> Iterator[dict[str, Any]]:
+    expected = counts.get(str(url).rsplit("/", 1)[-1]) if url is not None else None
+    if expected is not None and seen < expected:
+        yield {"__url__": url, "__key__": last,
+               "__skip__": SkippedFile(f"{url} after key {last}",
+                                       f"truncated shard: {seen} of its {expected} samples "
+                                       "read, the rest is skipped")}
+
+
 def read_samples(urls: list[str], classes: list[str], *, split_nodes: bool = False,
                  split_workers: bool = False, shuffle_shards_seed: int | None = None,
-                 buffer: int = 0, seed: int = 0) -> Iterator[ShardSample]:
+                 buffer: int = 0, seed: int = 0, counts: dict[str, int] | None = None
+                 ) -> Iterator[ShardSample]:
     """The samples of `urls` through webdataset's stages: this process's shards under
     `torchrun` (`split_by_node`) and this loader worker's (`split_by_worker`), the shard
     order shuffled by `shuffle_shards_seed` (the same in every worker, so the workers still
-    split one list), and a `buffer`-sample shuffle buffer seeded by `seed`."""
+    split one list), and a `buffer`-sample shuffle buffer seeded by `seed`. With `counts`
+    (samples per shard name, from the index), a shard that ends early is reported."""
     import webdataset as wds
 
     errors = _Errors()
@@ -262,6 +309,8 @@ def read_samples(urls: list[str], classes: list[str], *, split_nodes: bool = Fal
     if split_workers:
         stages.append(wds.split_by_worker)
     stages.append(wds.tarfile_to_samples(handler=errors))
+    if counts:
+        stages.append(_short_shards(counts, errors))
     if buffer > 1:
         stages.append(wds.shuffle(buffer, min(buffer, 100), seed=seed))
     index = {name: i for i, name in enumerate(classes)}

@@ -47,9 +47,12 @@ class ShardStream(torch.utils.data.IterableDataset):
     """The samples of this process's shards, decoded (and augmented) in the loader workers;
     each item is `(image, label, None, key)` or `(None, label, SkippedFile, key)`."""
 
-    def __init__(self, urls: list[str], classes: list[str], meta: ModelMeta, *, seed: int,
-                 shuffle: bool, buffer: int, augment: str | None = None) -> None:
-        self.urls, self.classes, self.meta = urls, classes, meta
+    def __init__(self, shards: Any, meta: ModelMeta, *, seed: int, shuffle: bool,
+                 buffer: int, augment: str | None = None) -> None:
+        self.urls, self.classes, self.meta = shards.urls, shards.classes, meta
+        # what the index says each shard holds, so a cut-off shard is reported
+        self.counts = {url.rsplit("/", 1)[-1]: n
+                       for url, n in zip(shards.urls, shards.counts, strict=True)}
         self.seed, self.shuffle, self.buffer, self.augment = seed, shuffle, buffer, augment
         self.epoch = 0  # set before each pass; workers get a fresh copy every epoch
         self._augmenter: Any = None
@@ -65,7 +68,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             self.urls, self.classes, split_nodes=True, split_workers=True,
             shuffle_shards_seed=(int(np.random.SeedSequence([self.seed, self.epoch, rank])
                                      .generate_state(1)[0]) if self.shuffle else None),
-            buffer=self.buffer if self.shuffle else 0, seed=int(seeds.generate_state(1)[0]))
+            buffer=self.buffer if self.shuffle else 0, seed=int(seeds.generate_state(1)[0]),
+            counts=self.counts)
         for sample in samples:
             label = torch.tensor(sample.label)
             if sample.skipped is not None:
@@ -235,11 +239,10 @@ def shard_run_data(splits: Any, meta: ModelMeta, *, batch_size: int, seed: int, 
     val_count = sum(val.counts[i] for i in shards_of(val, rank, world_size))
     train_split = StreamedSplit(mine, "training samples", progress)
     val_split = StreamedSplit(val_count, "validation samples", progress)
-    stream = ShardStream(train.urls, train.classes, meta, seed=seed, shuffle=True,
-                         buffer=buffer, augment=augment)
+    stream = ShardStream(train, meta, seed=seed, shuffle=True, buffer=buffer, augment=augment)
     loader = ShardBatches(stream, train_split, batch_size=batch_size, steps=steps,
                           workers=workers, pin_memory=pin_memory, record_keys=record_keys)
-    val_stream = ShardStream(val.urls, val.classes, meta, seed=seed, shuffle=False, buffer=0)
+    val_stream = ShardStream(val, meta, seed=seed, shuffle=False, buffer=0)
     val_loader = ShardVal(val_stream, val_split, batch_size=batch_size * 2, workers=workers)
     counts = np.sum(np.asarray(train.class_counts, dtype=np.int64), axis=0).tolist()
     return RunData(train_split, val_split, loader, val_loader, False, class_counts=counts,

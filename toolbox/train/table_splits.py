@@ -9,6 +9,7 @@ unreadable files are left out before any split, as for a folder.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ def _val_source(val_data: str | Path, classes: list[str], path_column: str | Non
         table = read_csv_labels(val_data, path_column=path_column, label_column=label_column)
         return _aligned(table.source, classes, str(val_data))
     folder = Path(val_data)
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise ToolboxError(f"no such validation folder or CSV: {val_data}",
                            "--val-data takes DIR/<class>/<image>, a CSV or shards")
     return _aligned(image_folder_source(folder), classes, str(val_data))
@@ -118,7 +119,7 @@ def table_parts(*, data: str | Path, labels: str | Path | None, path_column: str
         raise UsageError("--val-data shards need --data shards too", param="--val-data")
     skipped: list[SkippedFile] = []
     if labels is not None or is_csv(data):
-        if labels is not None and not Path(data).is_dir():
+        if labels is not None and not os.path.isdir(Path(data)):
             raise UsageError(f"--labels needs --data IMAGES_DIR (a folder), not {data}",
                              param="--labels")
         csv_file = Path(labels if labels is not None else data)
@@ -143,7 +144,7 @@ def table_parts(*, data: str | Path, labels: str | Path | None, path_column: str
             raise UsageError(f"{table_flags[0]} applies to a CSV table",
                              "pass --data labels.csv, or --labels FILE with --data IMAGES_DIR",
                              param=table_flags[0])
-        if not Path(data).is_dir():
+        if not os.path.isdir(Path(data)):
             raise ToolboxError(f"no such data folder: {data}",
                                "pass an ImageFolder tree: DIR/<class>/<image>")
         train_dir, _ = runs.split_folders(data)
