@@ -237,15 +237,24 @@ def write_image(dest: str | Path, array: np.ndarray, quality: int | None = None)
 
     `quality` (1-100) applies to lossy formats (JPEG, WebP) and is ignored otherwise.
     """
+    dest = Path(dest)
+    data = encode_image(array, dest.suffix, quality)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return dest
+
+
+def encode_image(array: np.ndarray, suffix: str, quality: int | None = None) -> bytes:
+    """An image file's bytes in the format of `suffix` (".png", ".jpg", ...), as `write_image`
+    writes it; `quality` applies to lossy formats."""
     import imageio.v3 as iio
 
-    dest = Path(dest)
+    suffix = "." + suffix.lower().lstrip(".")
     kwargs = {}
-    if quality is not None and dest.suffix.lower() in LOSSY_FORMATS:
+    if quality is not None and suffix in LOSSY_FORMATS:
         kwargs["quality"] = int(quality)
-    with atomic_path(dest) as tmp:
-        iio.imwrite(tmp, np.ascontiguousarray(array), plugin="pillow", **kwargs)
-    return dest
+    return iio.imwrite("<bytes>", np.ascontiguousarray(array), extension=suffix,
+                       plugin="pillow", **kwargs)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,11 @@ from toolbox.augment._spec import (
     pipeline_from_data,
 )
 from toolbox.augment._spec_writer import pipeline_to_yaml
+from toolbox.augment._wds import OUT_FORMATS, augment_shards
 
 __all__ = [
     "DEFAULT_PRESET",
+    "OUT_FORMATS",
     "PRESETS",
     "AugmentReport",
     "AugmentSpecError",
@@ -43,6 +45,7 @@ __all__ = [
     "SkippedFile",
     "Step",
     "augment_folder",
+    "augment_shards",
     "augment_with_mask",
     "augmenter_names",
     "build_augmenter",

@@ -21,7 +21,15 @@ from toolbox.datasets._loader import (
     fetch_command,
     open_dataset,
 )
-from toolbox.datasets._pack import PackedSplit, PackResult, pack, parse_size
+from toolbox.datasets._pack import (
+    PACK_MTIME,
+    PackedSplit,
+    PackResult,
+    pack,
+    parse_size,
+    write_index,
+    write_shard,
+)
 from toolbox.datasets._registry import (
     REGISTRY_ENV,
     DatasetInfo,
@@ -33,6 +41,7 @@ from toolbox.datasets._registry import (
 )
 from toolbox.datasets._shards import (
     INDEX_FILE,
+    INDEX_FORMAT,
     ShardSample,
     ShardSet,
     expand_pattern,
@@ -51,6 +60,8 @@ from toolbox.datasets._verify import (
 
 __all__ = [
     "INDEX_FILE",
+    "INDEX_FORMAT",
+    "PACK_MTIME",
     "REGISTRY_ENV",
     "ROOT_ENV",
     "SPLITS",
@@ -90,4 +101,6 @@ __all__ = [
     "parse_size",
     "read_samples",
     "shards_of",
+    "write_index",
+    "write_shard",
 ]

@@ -29,7 +29,7 @@ from toolbox.sources import FileSource, SkippedFile, image_folder_source
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
 _TAR_BLOCK = 512
-MTIME = 0  # every member's modification time: shards do not depend on when they were written
+PACK_MTIME = 0  # every member's modification time: shards do not depend on when written
 
 
 def parse_size(text: str) -> int:
@@ -125,12 +125,15 @@ def _splits_of(src: Path, path_column: str | None, label_column: str | None,
 def pack(src: str | Path, out: str | Path, *, shard_size: int = 256 * 10**6,
          shard: tuple[int, int] | None = None, seed: int = 0,
          path_column: str | None = None, label_column: str | None = None,
-         split_column: str | None = None, progress: Progress | None = None) -> PackResult:
+         split_column: str | None = None, select: bool = True,
+         progress: Progress | None = None) -> PackResult:
     """Write `src`'s images as tar shards of about `shard_size` bytes into `out`.
 
     Args:
         shard: (K, N): pack only the files of share K of N (the rule `tb augment --shard`
             uses); its shards are `train-KofN-000000.tar`, its index `index-KofN.json`.
+        select: False when `src` holds one share's files already (what `tb augment --shard
+            K/N --out-format wds` wrote): `shard` then only names the outputs.
         seed: the order samples go into shards (a seeded permutation, classes mixed).
 
     Raises:
@@ -152,7 +155,7 @@ def pack(src: str | Path, out: str | Path, *, shard_size: int = 256 * 10**6,
         picks = []
         for i, path in enumerate(source.paths):
             relative = Path(path).resolve().relative_to(root).as_posix()
-            if shard is None or in_shard(relative, shard):
+            if shard is None or not select or in_shard(relative, shard):
                 picks.append((relative, i))
         order = np.random.default_rng(seed).permutation(len(picks))
         progress.start(f"packing {name}", total=len(picks), unit="images")
@@ -165,17 +168,36 @@ def pack(src: str | Path, out: str | Path, *, shard_size: int = 256 * 10**6,
         total_bytes += size
     if not any(s.samples for s in written.values()) and shard is None:
         raise ToolboxError(f"{src}: no readable image to pack", "check the folder or the CSV")
+    index_file = write_index(out, classes, written, shard)
+    return PackResult(out, index_file, classes, written, total_bytes, skipped,
+                      f"{shard[0]}/{shard[1]}" if shard else None)
+
+
+def write_index(out: Path, classes: list[str], splits: dict[str, PackedSplit],
+                shard: tuple[int, int] | None) -> Path:
+    """Write the index of the shards in `out` (`index-KofN.json` for share K of N)."""
     index = {"format": INDEX_FORMAT, "classes": classes,
              "shard": f"{shard[0]}/{shard[1]}" if shard else None,
              "splits": {name: {"samples": s.samples, "class_counts": s.class_counts,
                                "shards": {shard_name: {"samples": n,
                                                        "class_counts": s.shard_classes[shard_name]}
                                           for shard_name, n in s.shards.items()}}
-                        for name, s in written.items()}}
-    index_file = out / (INDEX_FILE if shard is None else f"index{tag}.json")
+                        for name, s in splits.items()}}
+    index_file = out / (INDEX_FILE if shard is None else f"index-{shard[0]}of{shard[1]}.json")
     atomic_write_text(index_file, json.dumps(index, indent=1, sort_keys=True) + "\n")
-    return PackResult(out, index_file, classes, written, total_bytes, skipped,
-                      index["shard"])
+    return index_file
+
+
+def write_shard(dest: Path, samples: list[dict]) -> None:
+    """One tar shard of `samples` (webdataset dicts), atomically and byte for byte the same
+    for the same samples: webdataset's `TarWriter` with a fixed time, owner and mode."""
+    import webdataset as wds
+
+    with atomic_path(dest) as tmp, open(tmp, "wb") as handle:
+        writer = wds.TarWriter(handle, mtime=PACK_MTIME, user="tb", group="tb", mode=0o444)
+        for sample in samples:
+            writer.write(sample)
+        writer.close()
 
 
 def _member_bytes(size: int) -> int:
@@ -187,8 +209,6 @@ def _write_split(out: Path, prefix: str, source: FileSource, picks: list[tuple[s
                  progress: Progress) -> tuple[PackedSplit, int]:
     """Write the shards of one split; leave out (and remove) shards of an earlier pack with
     the same prefix that this one does not write."""
-    import webdataset as wds
-
     split = PackedSplit(class_counts=[0] * n_classes)
     used: set[str] = set()
     batch: list[dict] = []
@@ -197,11 +217,7 @@ def _write_split(out: Path, prefix: str, source: FileSource, picks: list[tuple[s
     def flush() -> None:
         nonlocal batch, batch_size, total
         name = f"{prefix}-{len(split.shards):06d}.tar"
-        with atomic_path(out / name) as tmp, open(tmp, "wb") as handle:
-            writer = wds.TarWriter(handle, mtime=MTIME, user="tb", group="tb", mode=0o444)
-            for sample in batch:
-                writer.write(sample)
-            writer.close()
+        write_shard(out / name, batch)
         split.shards[name] = len(batch)
         counts = [0] * n_classes
         for sample in batch:
