@@ -11,7 +11,7 @@ from typer.main import get_command
 from toolbox.cli.app import app
 
 HEAVY = ("torch", "torchvision", "timm", "imgaug", "tensorboard", "torchinfo", "cv2", "onnx",
-         "onnxruntime", "numpy")
+         "onnxruntime", "numpy", "webdataset")
 
 
 def _command_paths(command=None, prefix=()):

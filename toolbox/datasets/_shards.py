@@ -11,6 +11,7 @@ truncated shard ends where it breaks, named with the last good key.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from toolbox.sources import SkippedFile
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "tb-shards-1"
+MAX_SHARDS = 1_000_000  # what one pattern may name (a million 256 MB shards: 256 TB)
 IMAGE_KEYS = tuple(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
 
 
@@ -53,16 +55,19 @@ def expand_pattern(pattern: str) -> list[str]:
     if not is_remote(pattern) and os.path.isdir(Path(pattern)):
         pattern = str(Path(pattern) / "train-*.tar")
     found: list[str] = []
-    try:
-        parts = list(braceexpand.braceexpand(pattern))
+    try:  # lazily, so a pattern that names billions of shards stops at the limit
+        parts = list(itertools.islice(braceexpand.braceexpand(pattern), MAX_SHARDS + 1))
     except braceexpand.UnbalancedBracesError:
         raise ToolboxError(f"shard pattern {pattern}: unbalanced braces",
                            "e.g. 'shards/train-{000000..000063}.tar'") from None
+    if len(parts) > MAX_SHARDS:
+        raise ToolboxError(f"shard pattern {pattern} names more than {MAX_SHARDS:,} shards",
+                           "pack into larger shards (--shard-size)")
     for part in parts:
         if is_remote(part):
             found.append(part)
         elif glob.has_magic(part):
-            found.extend(sorted(glob.glob(part)))
+            found.extend(sorted(p for p in glob.glob(part) if is_file(p)))  # no folders
         elif is_file(Path(part)):
             found.append(part)
         else:
