@@ -148,6 +148,19 @@ def test_finetune_from_shards_and_resume_at_an_epoch_boundary(invoke, packed, tm
     assert steps == {8.0}  # ceil(30 / 8) = 4 steps an epoch, two epochs
 
 
+def test_finetune_from_pipe_commands(invoke, packed, tmp_path):
+    # `pipe:` shards are opened by webdataset; their index is read beside the named .tar.
+    done = invoke("finetune", "--data", f"pipe:cat {packed}/train-000000.tar",
+                  "--val-data", f"pipe:cat {packed}/val-000000.tar", "--epochs", "1",
+                  "--model", "test_resnet", "--img-size", "16", "--no-pretrained",
+                  "--workers", "0", "--out", tmp_path / "run", "--json")
+    assert done.exit_code == 0, done.output
+    start = json.loads(done.stdout)["start"]
+    index = json.loads((packed / "index.json").read_text())["splits"]
+    assert start["train_images"] == index["train"]["shards"]["train-000000.tar"]["samples"]
+    assert start["data"].startswith("shards pipe:cat ")
+
+
 def _last(packed: Path) -> str:
     return max(p.name for p in packed.glob("train-*.tar"))[len("train-"):-len(".tar")]
 
