@@ -327,7 +327,7 @@ def finetune_command(
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
       tb finetune --data labels.csv --split-column split --freeze
-      tb finetune --data 'shards/train-{000000..000063}.tar' --val-data 'shards/val-*.tar'
+      tb finetune --data 'shards/train-{000000..000063}.tar' --workers 8
       tb finetune --data skewed/ --class-weights auto --resize letterbox
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0
