@@ -163,6 +163,11 @@ class FinetuneConfig:
                                  "--export-segmentation DIR`")
             if self.label_smoothing:
                 raise UsageError("--label-smoothing does not apply to --task segment")
+            table = [f for f, v in (("--labels", self.labels), ("--val-data", self.val_data),
+                                    ("--split-column", self.split_column)) if v]
+            if table or str(self.data).lower().endswith(".csv") or ".tar" in str(self.data):
+                raise UsageError("--task segment reads a folder of images and masks, not a "
+                                 "CSV or shards", param=table[0] if table else "--data")
             # Masks are resized whole with their images (every pixel keeps a label), and
             # per-pixel classes have no per-image counts to balance.
             for flag, value, default in (("--resize", self.resize, "crop"),
