@@ -181,8 +181,7 @@ def augment(
                        tensorboard=tensorboard, overwrite=overwrite)
     try:
         if out_format != "files" or looks_like_shards(src):
-            from toolbox.augment import augment_shards
-            from toolbox.datasets import parse_size
+            from toolbox.datasets import augment_shards, parse_size
 
             report = augment_shards(
                 src, out, out_format=out_format, shard_size=parse_size(shard_size), **common,

@@ -4,6 +4,7 @@
 `tb evaluate --dataset`, `tb log-images --dataset`); `tb datasets` fetches and lists.
 """
 
+from toolbox.datasets._augment import OUT_FORMATS, augment_shards
 from toolbox.datasets._download import (
     ChecksumError,
     DownloadError,
@@ -61,6 +62,7 @@ from toolbox.datasets._verify import (
 __all__ = [
     "INDEX_FILE",
     "INDEX_FORMAT",
+    "OUT_FORMATS",
     "PACK_MTIME",
     "REGISTRY_ENV",
     "ROOT_ENV",
@@ -82,6 +84,7 @@ __all__ = [
     "ShardSample",
     "ShardSet",
     "UnsafeArchiveError",
+    "augment_shards",
     "check_dataset",
     "dataset_names",
     "default_root",

@@ -17,18 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolbox.augment._masks import augment_with_mask
-from toolbox.augment._plan import PIPELINE_FILE, in_shard
-from toolbox.augment._pool import _mp_context
-from toolbox.augment._run import AugmentReport, _checked_pipeline, augment_folder
-from toolbox.augment._spec import Pipeline
-from toolbox.augment._spec_writer import pipeline_to_yaml
-from toolbox.augment._worker import derive_seed
+from toolbox.augment import (
+    PIPELINE_FILE,
+    AugmentReport,
+    Pipeline,
+    augment_folder,
+    augment_with_mask,
+    checked_pipeline,
+    derive_seed,
+    pipeline_to_yaml,
+    process_context,
+)
+from toolbox.datasets._pack import PackedSplit, pack, write_index, write_shard
+from toolbox.datasets._shards import looks_like_shards, open_shards, read_samples
 from toolbox.devices import default_workers
 from toolbox.errors import ToolboxError, UsageError
 from toolbox.fileio import atomic_path, atomic_write_text, staging_dir
 from toolbox.images import ImageReadError, encode_image, read_image_bytes
 from toolbox.progress import NullProgress, Progress
+from toolbox.sharding import in_shard
 from toolbox.sources import SkippedFile
 
 OUT_FORMATS = ("files", "wds")
@@ -63,8 +70,7 @@ class _ShardDone:
 
 def _augment_shard(job: _ShardJob) -> _ShardDone:
     """Read one shard, augment each sample's image `copies` times, write the outputs."""
-    from toolbox.augment._pipeline import build_pipeline
-    from toolbox.datasets import read_samples
+    from toolbox.augment import build_pipeline
 
     augmenter = build_pipeline(job.pipeline, check=False)
     name = job.url.rsplit("/", 1)[-1]
@@ -99,16 +105,12 @@ def _augment_shard(job: _ShardJob) -> _ShardDone:
                 with atomic_path(dest) as tmp:
                     tmp.write_bytes(data)
     if job.to_shards:
-        from toolbox.datasets import write_shard
-
         write_shard(Path(job.out) / name, samples)
     return done
 
 
 def _write_index(out: Path, classes: list[str], done: list[_ShardDone],
                  shard: tuple[int, int] | None) -> None:
-    from toolbox.datasets import PackedSplit, write_index
-
     splits: dict[str, PackedSplit] = {}
     for item in sorted(done, key=lambda d: d.url):
         name = item.url.rsplit("/", 1)[-1]
@@ -133,8 +135,6 @@ def augment_shards(src: str | Path, out: str | Path, *, spec: str | Path = "medi
     Raises:
         ToolboxError: see `augment_folder` and `open_shards`; `--shard` without a seed.
     """
-    from toolbox.datasets import looks_like_shards, open_shards, pack
-
     progress = progress or NullProgress()
     if out_format not in OUT_FORMATS:
         raise UsageError(f"unknown --out-format {out_format!r}", "choose files or wds",
@@ -158,7 +158,7 @@ def augment_shards(src: str | Path, out: str | Path, *, spec: str | Path = "medi
     if folder_options:
         raise ToolboxError(f"{', '.join(sorted(folder_options))} apply to a folder input")
     shards = open_shards(str(src))
-    pipeline = _checked_pipeline(spec)
+    pipeline = checked_pipeline(spec)
     if seed is None:
         seed = pipeline.seed
     if seed is None:
@@ -181,7 +181,7 @@ def augment_shards(src: str | Path, out: str | Path, *, spec: str | Path = "medi
     progress.start("augment", total=len(jobs), unit="shards")
     try:
         if wanted > 1:
-            with ProcessPoolExecutor(wanted, mp_context=_mp_context()) as pool:
+            with ProcessPoolExecutor(wanted, mp_context=process_context()) as pool:
                 for item in pool.map(_augment_shard, jobs):
                     done.append(item)
                     progress.advance()
