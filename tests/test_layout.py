@@ -97,3 +97,52 @@ def test_no_import_circles_in_the_package():
         if name not in index:
             visit(name)
     assert not circles, circles
+
+
+# Each room of the package, from the top: a room imports only rooms below its own. A new room
+# must be placed here (the test says so), so the order is decided once, on purpose.
+LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(rooms.split()) for rooms in (
+    "__main__",
+    "cli",
+    "tune benchmark",
+    "export",
+    "train log_images",
+    "datasets",
+    "segment",
+    "inference augment",
+    "csv_source",
+    "sources preprocess",
+    "models images",
+    "fileio devices progress tensorboard jsonable losses paths runs sharding",
+    "errors",
+))
+MAX_LINES = 450
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_every_import_points_down_the_layers():
+    """`cli` over the services, the services over the small shared modules: an arrow back up
+    (a service importing the room that uses it) is how circles and slow start-ups begin."""
+    rank = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}
+    unplaced = sorted({_room(m) for m in MODULES} - set(rank) - {""})
+    assert not unplaced, f"rooms missing from LAYERS in {__file__}: {unplaced}"
+    offences = set()
+    for name, path in MODULES.items():
+        for line, target in _imports(path):
+            source, dest = _room(name), _room(target)
+            if source and dest and source != dest and rank[dest] <= rank[source]:
+                offences.add(f"{path.relative_to(ROOT)}:{line} ({source}) imports {target}"
+                             f" ({dest}), which is not below it")
+    assert not offences, "\n".join(sorted(offences))
+
+
+def test_no_module_is_over_the_line_limit():
+    """Small modules named for what they hold: past ~450 lines a module holds two things."""
+    long = [f"{path.relative_to(ROOT)}: {count} lines"
+            for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+            if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
+    assert not long, "\n".join(long)

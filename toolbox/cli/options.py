@@ -91,3 +91,7 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
         raise typer.BadParameter(f"{value!r} is not K/N with 0 <= K < N (e.g. 0/4)",
                                  param_hint="--shard")
     return shard
+
+
+ForwardBatchOpt = Annotated[int, typer.Option(
+    "--batch-size", min=1, help="Images per forward pass.")]

@@ -15,6 +15,7 @@ from toolbox.cli.options import (
     CheckpointOpt,
     DatasetOpt,
     DeviceOpt,
+    ForwardBatchOpt,
     JsonOpt,
     LabelColumnOpt,
     LabelsOpt,
@@ -58,8 +59,7 @@ def predict(
     checkpoint: CheckpointOpt = None,
     model: PretrainedModelOpt = None,
     topk: Annotated[int, typer.Option("--topk", min=1, help="Classes to show per image.")] = 3,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
-                                            help="Images per forward pass.")] = 32,
+    batch_size: ForwardBatchOpt = 32,
     device: DeviceOpt = "auto",
     amp: AmpOpt = False,
     workers: LoaderWorkersOpt = None,
@@ -197,8 +197,7 @@ def evaluate(
     split: Annotated[str | None, typer.Option(
         "--split", help="With --dataset: train or test (default test). With --data: the "
                         "sub-folder to use (default val/ or test/ when DIR has train/).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
-                                            help="Images per forward pass.")] = 64,
+    batch_size: ForwardBatchOpt = 64,
     device: DeviceOpt = "auto",
     amp: AmpOpt = False,
     workers: LoaderWorkersOpt = None,
