@@ -111,3 +111,18 @@ def test_finetune_csv_error_is_one_line(invoke, tree):
     assert done.stderr.strip().count("\n") <= 1 and "empty label" in done.stderr
     assert np.all([line.startswith(("error", "hint")) for line in
                    done.stderr.strip().splitlines()])
+
+
+def test_a_frozen_run_on_a_csv_caches_features_keyed_by_file(invoke, tree, tmp_path):
+    # Rows of a table are files: the feature cache names them by path, size and mtime, so a
+    # second run on the same table computes nothing.
+    csv_file = write_csv(tree / "labels.csv", tree_rows(tree))
+    common = ["--data", csv_file, "--model", "test_resnet", "--img-size", "16",
+              "--no-pretrained", "--freeze", "--epochs", "1", "--workers", "0", "--json",
+              "--feature-cache", tmp_path / "features"]
+    first = invoke("finetune", *common, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    second = invoke("finetune", *common, "--out", tmp_path / "b")
+    assert second.exit_code == 0, second.output
+    lines = [json.loads(r.stdout)["start"]["features"] for r in (first, second)]
+    assert lines[0].startswith("cached (18 computed") and lines[1].startswith("cached (0 computed")

@@ -237,24 +237,28 @@ def write_image(dest: str | Path, array: np.ndarray, quality: int | None = None)
 
     `quality` (1-100) applies to lossy formats (JPEG, WebP) and is ignored otherwise.
     """
+    import imageio.v3 as iio
+
     dest = Path(dest)
-    data = encode_image(array, dest.suffix, quality)
     with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
+        iio.imwrite(tmp, np.ascontiguousarray(array), plugin="pillow",
+                    **_quality(dest.suffix, quality))
     return dest
 
 
+def _quality(suffix: str, quality: int | None) -> dict[str, int]:
+    return {"quality": int(quality)} if quality is not None and suffix.lower() in \
+        LOSSY_FORMATS else {}
+
+
 def encode_image(array: np.ndarray, suffix: str, quality: int | None = None) -> bytes:
-    """An image file's bytes in the format of `suffix` (".png", ".jpg", ...), as `write_image`
-    writes it; `quality` applies to lossy formats."""
+    """An image file's bytes in the format of `suffix` (".png", ".jpg", ...), encoded as
+    `write_image` encodes a file (a tar shard's member)."""
     import imageio.v3 as iio
 
     suffix = "." + suffix.lower().lstrip(".")
-    kwargs = {}
-    if quality is not None and suffix in LOSSY_FORMATS:
-        kwargs["quality"] = int(quality)
     return iio.imwrite("<bytes>", np.ascontiguousarray(array), extension=suffix,
-                       plugin="pillow", **kwargs)
+                       plugin="pillow", **_quality(suffix, quality))
 
 
 @dataclass(frozen=True)
