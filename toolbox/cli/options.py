@@ -36,3 +36,10 @@ AmpOpt = Annotated[bool, typer.Option(
     "--amp", help="Mixed precision: float16 on CUDA, bfloat16 on the CPU and MPS.")]
 ForwardBatchOpt = Annotated[int, typer.Option(
     "--batch-size", min=1, help="Images per forward pass.")]
+CamOpt = Annotated[str | None, typer.Option(
+    "--cam", metavar="METHOD", help="Heat maps of where the model looked (grad-cam): gradcam, "
+    "gradcam++, hirescam, xgradcam, layercam, eigencam, eigengradcam or scorecam.",
+    show_default=False)]
+CamLayerOpt = Annotated[str | None, typer.Option(
+    "--cam-layer", metavar="NAME", help="The layer the heat map is read from, by its module "
+    "name (default: the last spatial layer, e.g. layer4 of a ResNet).", show_default=False)]

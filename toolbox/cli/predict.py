@@ -12,6 +12,8 @@ from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import (
     AmpOpt,
+    CamLayerOpt,
+    CamOpt,
     CheckpointOpt,
     DatasetOpt,
     DeviceOpt,
@@ -201,6 +203,15 @@ def evaluate(
     tensorboard: LogdirOpt = None,
     no_tensorboard: Annotated[bool, typer.Option(
         "--no-tensorboard", help="Do not write to TensorBoard.")] = False,
+    top_losses: Annotated[int, typer.Option(
+        "--top-losses", metavar="K", min=0,
+        help="Show the K images with the highest loss (top_losses.png; 0: none).")] = 16,
+    calibrate: Annotated[bool, typer.Option(
+        "--calibrate", help="Fit one temperature on this (validation) data and store it in "
+                            "the run, so that `tb predict` reports calibrated probabilities."
+    )] = False,
+    cam: CamOpt = None,
+    cam_layer: CamLayerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Score a trained model on labelled data: accuracy, per-class F1, confusion matrix.
@@ -211,10 +222,15 @@ def evaluate(
     does not know is an error naming it. Preprocessing is the run's own, so the
     accuracy equals what `tb finetune` recorded on the same validation data.
 
+    Also: the highest-loss images as a captioned grid (top_losses.png), the class
+    pairs most often confused, the expected calibration error with a reliability
+    diagram (reliability.png), and with --cam a heat map per top-loss image.
+
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
       tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
+      tb evaluate --run runs/my-run --data data/fmnist --calibrate --cam gradcam
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service
@@ -229,10 +245,13 @@ def evaluate(
             raise typer.BadParameter("a segmentation run is evaluated on --data DIR "
                                      "(images/ and masks/)", param_hint="--dataset")
         for flag, given in (("--amp", amp), ("--max", max_samples is not None),
-                            ("--tensorboard", tensorboard is not None)):
+                            ("--tensorboard", tensorboard is not None),
+                            ("--calibrate", calibrate), ("--cam", cam is not None),
+                            ("--cam-layer", cam_layer is not None)):
             if given:
                 raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
-        _evaluate_masks(run, checkpoint, data, split, batch_size, device, out, json_out)
+        _evaluate_masks(run, checkpoint, data, split, batch_size, device, out, top_losses,
+                        json_out)
         return
     named = None
     if dataset is not None:
@@ -245,8 +264,11 @@ def evaluate(
         run=run, checkpoint=checkpoint, data=data, dataset=named, split=split,
         batch_size=batch_size, device=device, amp=amp, workers=workers, out=out,
         tensorboard=tensorboard, write_tensorboard=not no_tensorboard, max_samples=max_samples,
+        top_losses=top_losses, calibrate=calibrate, cam=cam, cam_layer=cam_layer,
         progress=make_progress(not json_out))
     _warn_skipped(result.skipped)
+    if result.calibration_note:
+        render.warn(result.calibration_note)
     if result.class_matches:
         pairs = ", ".join(f"'{d}' -> '{m}'" for d, m in result.class_matches.items())
         render.note(f"classes matched up to case and punctuation: {pairs}")
@@ -287,6 +309,8 @@ def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split
 
 
 def _show_evaluation(result: EvalResult) -> None:
+    from toolbox.cli.pictures import evaluation_rows, show_top_losses
+
     rows = [(c.name, _percent(c.precision), _percent(c.recall), _percent(c.f1), c.support)
             for c in result.classes]
     avg = result.averages
@@ -296,6 +320,7 @@ def _show_evaluation(result: EvalResult) -> None:
     render.show(render.table(f"Per class ({result.data})",
                              ["class", "precision", "recall", "F1", "support"], rows,
                              right=["precision", "recall", "F1", "support"]))
+    show_top_losses(result)
     top5 = ("top-5 accuracy" if result.top5_k == 5
             else f"top-{result.top5_k} accuracy ({result.top5_k} classes)")
     render.show(render.key_values("Evaluation", [
@@ -305,6 +330,7 @@ def _show_evaluation(result: EvalResult) -> None:
         ("top-1 accuracy", _percent(result.top1)),
         (top5, _percent(result.top5)),
         ("confusion matrix", result.confusion_png),
+        *evaluation_rows(result),
         ("metrics", result.metrics_json),
         ("tensorboard", result.tensorboard or "-"),
         ("speed", f"{result.images_per_s:.1f} images/s on {result.device}"),
