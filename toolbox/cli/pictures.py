@@ -53,3 +53,12 @@ def calibration_note(calibrated: bool, temperature: float | None, path: Any,
         render.note(f"probabilities calibrated: temperature {temperature:.3f} from {path}")
     elif ignored:
         render.warn(f"probabilities not calibrated: {ignored}")
+
+
+def show_mask_top_losses(top_losses: list) -> None:
+    """The top-loss table of a segmentation evaluation."""
+    if top_losses:
+        render.show(render.table(
+            "Top losses (pixel cross-entropy)", ["#", "file", "loss", "pixel acc"],
+            [(t.rank, t.file, f"{t.loss:.3f}", f"{t.pixel_acc:.1%}") for t in top_losses],
+            right=["#", "loss", "pixel acc"]))

@@ -131,8 +131,8 @@ def find_target_layer(model: nn.Module, meta: ModelMeta, name: str | None = None
     # sequence (N, T, C) further on means a transformer, whose maps need more than this.
     last_tokens = max((i for i, (_, shape) in enumerate(outputs) if len(shape) == 3),
                       default=-1)
-    spatial = [(n, shape) for i, (n, shape) in enumerate(outputs)
-               if i > last_tokens and _spatial(shape, meta.input_size) and kinds[n] not in _PASS_THROUGH]
+    spatial = [(n, shape) for i, (n, shape) in enumerate(outputs) if i > last_tokens
+               and _spatial(shape, meta.input_size) and kinds[n] not in _PASS_THROUGH]
     shapes = dict(outputs)
     candidates = [n for n, _ in spatial][-5:][::-1] or [n for n, _ in outputs][-5:][::-1]
     if name is not None:
