@@ -1,0 +1,443 @@
+"""Pictures of what the model learned: ECE and temperature scaling checked against plain
+computations, top-loss grids and reliability diagrams read back, Grad-CAM pointing at the
+evidence on a synthetic set, and the CLI's flags, files and JSON keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import COLOURS, colour_image, shared_run, write_folder
+
+from toolbox import runs
+from toolbox.images import read_image, write_image
+from toolbox.inference import evaluate, load_for_inference, predict_images
+from toolbox.inference.calibration import fit_temperature, nll, reliability
+from toolbox.inference.cam import CamMaker, find_target_layer
+from toolbox.inference.top_losses import (
+    TEXT,
+    highest,
+    most_confused,
+    panel_grid,
+)
+from toolbox.models import ModelMeta, create_model, save_safetensors
+
+NAMES = sorted(COLOURS)  # blue, green, red
+# Folder label -> colours of its pictures: the colour model is right on colour, so the three
+# pictures filed under another colour are the mistakes (red -> green twice, blue -> red once).
+MIXED = {"blue": ["blue"] * 4 + ["red"], "green": ["green"] * 3, "red": ["red"] * 4 + ["green"] * 2}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_run(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture
+def run(trained_run: Path, tmp_path: Path) -> Path:
+    """A private copy: calibration files and TensorBoard events are the test's own."""
+    copy = tmp_path / "run"
+    copy.mkdir()
+    shutil.copy(trained_run / runs.MODEL_FILE, copy / runs.MODEL_FILE)
+    return copy
+
+
+def _mixed_folder(root: Path, layout: dict[str, list[str]] = MIXED, seed: int = 11) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, colours in layout.items():
+        for i, colour in enumerate(colours):
+            write_image(root / label / f"{i:02d}.png", colour_image(colour, rng))
+    return root
+
+
+def _plain_ece(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE written out: bins (k/15, (k+1)/15], the first also holding 0."""
+    total = 0.0
+    for k in range(bins):
+        lo, hi = k / bins, (k + 1) / bins
+        members = [i for i, c in enumerate(conf) if (lo < c <= hi) or (k == 0 and c == 0)]
+        if members:
+            acc = sum(bool(correct[i]) for i in members) / len(members)
+            mean_conf = sum(conf[i] for i in members) / len(members)
+            total += len(members) / len(conf) * abs(acc - mean_conf)
+    return total
+
+
+def test_ece_matches_a_plain_computation():
+    rng = np.random.default_rng(0)
+    for size in (1, 7, 500):
+        conf = rng.uniform(0.0, 1.0, size)
+        correct = rng.uniform(size=size) < conf ** 2  # overconfident on purpose
+        measured = reliability(conf, correct)
+        assert measured.ece == pytest.approx(_plain_ece(conf, correct), abs=1e-12)
+        assert sum(b.count for b in measured.bins) == size and len(measured.bins) == 15
+    # By hand: half of the 0.9s right (gap 0.4), both 0.6s right (gap 0.4): ECE 0.4.
+    by_hand = reliability(np.array([0.9, 0.9, 0.6, 0.6]), np.array([1, 0, 1, 1]))
+    assert by_hand.ece == pytest.approx(0.4)
+
+
+def _logits(rng: np.random.Generator, n: int, classes: int, sharpness: float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities whose true calibration temperature is about `sharpness`: labels are
+    drawn from softmax(z), and the model reports z * sharpness."""
+    z = torch.as_tensor(rng.normal(0, 2, size=(n, classes)))
+    labels = torch.multinomial(torch.softmax(z, dim=1), 1, generator=torch.Generator()
+                               .manual_seed(int(rng.integers(1 << 30)))).view(-1)
+    return torch.log_softmax(z * sharpness, dim=1), labels
+
+
+@pytest.mark.parametrize("sharpness", [0.3, 1.0, 3.0])
+def test_temperature_never_raises_nll_and_finds_the_minimum(sharpness):
+    rng = np.random.default_rng(int(sharpness * 10))
+    log_probs, labels = _logits(rng, 800, 5, sharpness)
+    fit = fit_temperature(log_probs, labels)
+    assert fit.nll_before == pytest.approx(nll(log_probs, labels))
+    assert fit.nll_after <= fit.nll_before + 1e-12
+    assert fit.nll_after == pytest.approx(nll(log_probs, labels, fit.temperature))
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 200))
+    best = min(nll(log_probs, labels, t) for t in grid)
+    assert fit.nll_after <= best + 1e-6  # LBFGS reached the minimum a fine grid finds
+    # The model was made `sharpness` times too sure: the temperature undoes it.
+    assert fit.temperature == pytest.approx(sharpness, rel=0.25)
+
+
+def test_temperature_keeps_one_when_nothing_can_improve():
+    log_probs = torch.log_softmax(torch.zeros(10, 3), dim=1)  # uniform: every T gives log 3
+    fit = fit_temperature(log_probs, torch.zeros(10, dtype=torch.long))
+    assert fit.nll_after <= fit.nll_before + 1e-12
+
+
+def test_most_confused_and_highest_order():
+    matrix = np.array([[4, 0, 1], [0, 3, 0], [0, 2, 4]])
+    pairs = most_confused(matrix, NAMES)
+    assert [(p.true, p.predicted, p.count) for p in pairs] == [("red", "green", 2),
+                                                                ("blue", "red", 1)]
+    assert highest(np.array([0.5, 2.0, 0.5, 3.0]), 3) == [3, 1, 0]
+    assert highest(np.array([1.0, 2.0]), 16) == [1, 0]  # fewer than k: all of them
+
+
+def _band_text_pixels(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    top, left, bottom, right = box
+    band = image[top:bottom, left:right].astype(int)
+    return int((np.abs(band - np.array(TEXT)).sum(axis=2) < 60).sum())
+
+
+def test_panel_grid_draws_its_captions():
+    rng = np.random.default_rng(1)
+    panels = [rng.integers(0, 255, size=(30, 30, 3), dtype=np.uint8) for _ in range(5)]
+    drawn = panel_grid(panels, [["true: a", "pred: b 90%"]] * 5, [False] * 5)
+    blank = panel_grid(panels, [["", ""]] * 5, [False] * 5)
+    assert drawn.image.shape == blank.image.shape
+    assert len(drawn.images) == 5
+    for box in drawn.captions:
+        assert _band_text_pixels(drawn.image, box) > 30
+        assert _band_text_pixels(blank.image, box) == 0
+    # Panels hold their own images: no two are alike.
+    crops = [drawn.image[t:b, x:r] for t, x, b, r in drawn.images]
+    assert all(not np.array_equal(crops[i], crops[j]) for i in range(5) for j in range(i))
+
+
+def _events(logdir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def test_evaluate_top_losses_confused_pairs_and_reliability(run, tmp_path):
+    data = _mixed_folder(tmp_path / "data")
+    result = evaluate(run=run, data=data, device="cpu", workers=0, top_losses=4)
+    # The three misfiled pictures lose most, highest first.
+    assert len(result.top_losses) == 4
+    assert [t.rank for t in result.top_losses] == [1, 2, 3, 4]
+    losses = [t.loss for t in result.top_losses]
+    assert losses == sorted(losses, reverse=True)
+    wrong = [t for t in result.top_losses if t.true != t.predicted]
+    assert len(wrong) == 3 and result.top_losses[:3] == wrong
+    assert {(t.true, t.predicted) for t in wrong} == {("red", "green"), ("blue", "red")}
+    for t in result.top_losses:
+        assert t.loss == pytest.approx(-np.log(t.true_prob), rel=1e-4)
+    assert [(p.true, p.predicted, p.count) for p in result.most_confused] == [
+        ("red", "green", 2), ("blue", "red", 1)]
+
+    grid = read_image(result.top_losses_png)
+    assert result.top_losses_png == run / "eval" / "top_losses.png"
+    assert grid.shape[0] > 2 * 160 and grid.shape[1] > 2 * 160  # 2 x 2 panels
+    diagram = read_image(result.reliability_png)
+    assert diagram.shape[0] > 300 and diagram.shape[1] > 300
+    assert 0.0 <= result.ece <= 1.0
+
+    saved = json.loads(result.metrics_json.read_text())
+    assert saved["ece"] == pytest.approx(result.ece)
+    assert saved["top_losses_png"].endswith("top_losses.png")
+    assert saved["most_confused"][0] == {"true": "red", "predicted": "green", "count": 2}
+    assert len(saved["reliability"]) == 15
+
+    events = _events(run)
+    tag = result.tag
+    for name in ("confusion_matrix", "top_losses", "reliability"):
+        assert f"eval/{tag}/{name}" in events.Tags()["images"]
+    picture = events.Images(f"eval/{tag}/top_losses")[-1]
+    assert (picture.height, picture.width) == grid.shape[:2]
+    assert events.Scalars(f"eval/{tag}/ece")[-1].value == pytest.approx(result.ece, abs=1e-6)
+
+
+def test_ece_of_evaluate_matches_predicts_probabilities(run, tmp_path):
+    data = _mixed_folder(tmp_path / "data")
+    result = evaluate(run=run, data=data, device="cpu", workers=0)
+    files = sorted(data.rglob("*.png"))
+    predicted = predict_images(files, run=run, topk=3, device="cpu", workers=0)
+    by_file = {Path(p.file).resolve(): p for p in predicted.predictions}
+    conf = np.array([by_file[f.resolve()].top[0].prob for f in files])
+    correct = np.array([by_file[f.resolve()].top[0].label == f.parent.name for f in files])
+    assert result.ece == pytest.approx(_plain_ece(conf, correct), abs=1e-6)
+
+
+def test_sets_smaller_than_k_show_what_there_is(run, tmp_path):
+    data = _mixed_folder(tmp_path / "data", {"blue": ["blue"], "red": ["green", "red"]})
+    result = evaluate(run=run, data=data, device="cpu", workers=0, top_losses=16,
+                      write_tensorboard=False)
+    assert len(result.top_losses) == 3
+    grid = read_image(result.top_losses_png)
+    one = panel_grid([np.zeros((8, 8, 3), np.uint8)] * 3, [["a", "b", "c"]] * 3)
+    assert grid.shape == one.image.shape  # three panels, in one row of three
+    none = evaluate(run=run, data=data, device="cpu", workers=0, top_losses=0,
+                    write_tensorboard=False)
+    assert none.top_losses == [] and none.top_losses_png is None
+
+
+def test_calibrate_then_predict_reports_calibrated_probabilities(run, tmp_path, invoke):
+    data = _mixed_folder(tmp_path / "data")
+    files = sorted(data.rglob("*.png"))
+    raw = predict_images(files, run=run, topk=3, device="cpu", workers=0)
+    assert not raw.calibrated and raw.temperature is None
+
+    result = invoke("evaluate", "--run", run, "--data", data, "--calibrate", "--json",
+                    "--workers", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    stored = json.loads((run / runs.CALIBRATION_FILE).read_text())
+    assert out["temperature"] == pytest.approx(stored["temperature"])
+    assert out["calibration_file"] == str(run / runs.CALIBRATION_FILE)
+    assert stored["nll_after"] <= stored["nll_before"]
+    assert stored["model_file"] == runs.MODEL_FILE
+    assert out["ece_calibrated"] == pytest.approx(stored["ece_after"])
+    temperature = stored["temperature"]
+    assert temperature != pytest.approx(1.0)
+
+    shown = invoke("predict", *files, "--run", run, "--topk", "3", "--json")
+    assert shown.exit_code == 0, shown.output
+    payload = json.loads(shown.stdout)
+    assert payload["calibrated"] is True
+    assert payload["temperature"] == pytest.approx(temperature)
+    # Calibrated = softmax(log(p) / T) of the raw probabilities, image by image.
+    for before, after in zip(raw.predictions, payload["predictions"], strict=True):
+        p = np.array([g.prob for g in sorted(before.top, key=lambda g: g.index)])
+        want = np.exp(np.log(p) / temperature) / np.exp(np.log(p) / temperature).sum()
+        got = np.array([g["prob"] for g in sorted(after["top"], key=lambda g: g["index"])])
+        assert got == pytest.approx(want, abs=1e-5)
+    human = invoke("predict", files[0], "--run", run)
+    assert "calibrated prob" in human.stdout and "temperature" in human.stderr
+
+    # Other weights under the same name: the stored temperature is not theirs.
+    other = create_model("test_convnext3", num_classes=3)
+    meta = load_for_inference(run=run, device="cpu").meta
+    save_safetensors(other, run / runs.MODEL_FILE, meta)
+    again = invoke("predict", files[0], "--run", run, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["calibrated"] is False
+    warned = invoke("predict", files[0], "--run", run)
+    assert "not calibrated" in warned.stderr and "other weights" in warned.stderr
+
+
+# --- Grad-CAM on a set where a bright square, in a random quadrant, decides the class ------
+
+SQUARE = 64
+SQUARE_COLOURS = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255]])
+
+
+def _square_images(n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, class = the square's colour, quadrant 0..3 it lies in) on grey noise."""
+    images = rng.normal(60, 25, size=(n, SQUARE, SQUARE, 3)).clip(0, 255)
+    labels, quads = rng.integers(0, 3, size=n), rng.integers(0, 4, size=n)
+    half = SQUARE // 2
+    for i, q in enumerate(quads):
+        side = int(rng.integers(8, 14))
+        r = (q // 2) * half + int(rng.integers(2, half - side - 2))
+        c = (q % 2) * half + int(rng.integers(2, half - side - 2))
+        images[i, r:r + side, c:c + side] = SQUARE_COLOURS[labels[i]]
+    return images.astype(np.uint8), labels, quads
+
+
+@pytest.fixture(scope="module")
+def square_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """timm's test_resnet trained in a few seconds to name the square's colour, saved as tb
+    saves a run's model."""
+    from toolbox.preprocess import eval_tensor
+
+    torch.manual_seed(0)
+    meta = ModelMeta(model="test_resnet", num_classes=3, class_names=["r", "g", "b"],
+                     input_size=(3, SQUARE, SQUARE), mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = create_model(meta.model, num_classes=3)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(60):
+        images, labels, _ = _square_images(32, rng)
+        batch = torch.stack([eval_tensor(image, meta) for image in images])
+        loss = torch.nn.functional.cross_entropy(model(batch), torch.as_tensor(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("squares") / runs.MODEL_FILE
+    save_safetensors(model.eval(), path, meta)
+    return path
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_cam_peaks_in_the_quadrant_of_the_square(square_model, method):
+    loaded = load_for_inference(checkpoint=square_model, device="cpu")
+    images, labels, quads = _square_images(60, np.random.default_rng(1))
+    maker = CamMaker(loaded, method)
+    try:
+        assert maker.layer.name == "layer4"  # found by itself: timm's last feature stage
+        overlays, maps = maker.overlays(list(images), labels.tolist())
+    finally:
+        maker.close()
+    assert maps.shape == (60, SQUARE, SQUARE)
+    peaks = [np.unravel_index(int(m.argmax()), m.shape) for m in maps]
+    found = [(r >= SQUARE // 2) * 2 + (c >= SQUARE // 2) for r, c in peaks]
+    assert np.mean(np.array(found) == quads) >= 0.9
+    assert overlays[0].shape == (224, 224, 3)  # small inputs are enlarged to be seen
+
+
+def test_target_layers_of_torchvision_models_and_a_transformer():
+    meta = ModelMeta(model="resnet18", num_classes=3, input_size=(3, 64, 64))
+    assert find_target_layer(create_model("resnet18", num_classes=3).eval(), meta).name == \
+        "layer4"
+    vit_meta = ModelMeta(model="test_vit", num_classes=3, input_size=(3, 160, 160))
+    from toolbox.errors import ToolboxError
+
+    with pytest.raises(ToolboxError) as caught:
+        find_target_layer(create_model("test_vit", num_classes=3).eval(), vit_meta)
+    assert "--cam-layer" in caught.value.message and "blocks" in caught.value.message
+
+
+def test_predict_cam_writes_overlays_json_and_tensorboard(square_model, tmp_path, invoke):
+    images, _, _ = _square_images(3, np.random.default_rng(2))
+    files = [write_image(tmp_path / "in" / f"sq{i}.png", image) for i, image in
+             enumerate(images)]
+    result = invoke("predict", tmp_path / "in", "--checkpoint", square_model, "--cam",
+                    "gradcam", "--out", tmp_path / "cams", "--tensorboard", tmp_path / "tb",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["cam_method"], out["cam_layer"]) == ("gradcam", "layer4")
+    assert out["calibrated"] is False and out["temperature"] is None
+    for pred, file in zip(out["predictions"], files, strict=True):
+        assert pred["cam"] == str(tmp_path / "cams" / f"{file.stem}.cam.png")
+        assert read_image(pred["cam"]).shape == (224, 224, 3)
+    cams = [read_image(p["cam"]) for p in out["predictions"]]
+    assert not np.array_equal(cams[0], cams[1])
+    assert "predict/cam_gradcam" in _events(tmp_path / "tb").Tags()["images"]
+
+
+def test_cam_bad_input_is_one_line(square_model, trained_run, tmp_path, invoke):
+    image = write_image(tmp_path / "x.png", np.zeros((64, 64, 3), np.uint8))
+    no_out = invoke("predict", image, "--checkpoint", square_model, "--cam", "gradcam")
+    assert no_out.exit_code == 2 and "--out" in no_out.stderr
+    unknown = invoke("predict", image, "--checkpoint", square_model, "--cam", "gradcamm",
+                     "--out", tmp_path / "o")
+    assert unknown.exit_code == 2 and "gradcam" in unknown.stderr
+    layer = invoke("predict", image, "--checkpoint", square_model, "--cam", "gradcam",
+                   "--cam-layer", "layer9", "--out", tmp_path / "o")
+    assert layer.exit_code == 1
+    assert "--cam-layer" in layer.stderr and "layer4" in layer.stderr
+    assert layer.stderr.count("\n") == 1 and "Traceback" not in layer.output
+
+    vit = tmp_path / "vit.safetensors"
+    meta = ModelMeta(model="test_vit", num_classes=2, class_names=["a", "b"],
+                     input_size=(3, 160, 160))
+    save_safetensors(create_model("test_vit", num_classes=2), vit, meta)
+    none = invoke("predict", image, "--checkpoint", vit, "--cam", "gradcam", "--out",
+                  tmp_path / "o")
+    assert none.exit_code == 1 and none.stderr.count("\n") == 1
+    assert "--cam-layer" in none.stderr and "blocks" in none.stderr
+
+
+def test_cam_on_an_onnx_file_says_it_needs_the_pytorch_model(trained_run, tmp_path, invoke):
+    from toolbox.export import export_model
+
+    onnx = export_model(trained_run, out=tmp_path / "m.onnx", check=None,
+                        legacy_exporter=True).file
+    image = write_image(tmp_path / "x.png", colour_image("red", np.random.default_rng(0)))
+    result = invoke("predict", image, "--checkpoint", onnx, "--cam", "gradcam", "--out",
+                    tmp_path / "o")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "needs the PyTorch model" in result.stderr
+    data = write_folder(tmp_path / "data", 1)
+    evaluated = invoke("evaluate", "--checkpoint", onnx, "--data", data, "--cam", "gradcam")
+    assert evaluated.exit_code == 1 and "needs the PyTorch model" in evaluated.stderr
+
+
+def test_evaluate_cam_for_the_top_losses(run, tmp_path, invoke):
+    data = _mixed_folder(tmp_path / "data")
+    result = invoke("evaluate", "--run", run, "--data", data, "--top-losses", "3", "--cam",
+                    "gradcam++", "--json", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["cam_method"] == "gradcam++" and out["cam_layer"]
+    cams = [Path(t["cam"]) for t in out["top_losses"]]
+    assert len(cams) == 3 and all(p.parent == run / "eval" / "cam" for p in cams)
+    assert all(read_image(p).shape == (224, 224, 3) for p in cams)
+    tags = _events(run).Tags()["images"]
+    assert f"eval/{out['tag']}/top_losses_cam" in tags
+    for key in ("ece", "reliability_png", "top_losses_png", "most_confused", "temperature"):
+        assert key in out
+    human = invoke("evaluate", "--run", run, "--data", data, "--top-losses", "2",
+                   "--no-tensorboard")
+    assert human.exit_code == 0, human.output
+    for text in ("Top losses (2 of 14)", "Most confused", "ECE (15 bins)", "reliability.png"):
+        assert text in human.stdout
+
+
+def test_segmentation_top_losses_show_true_and_predicted_masks(tmp_path):
+    from toolbox.models import create_segmenter
+    from toolbox.segment.inference import evaluate_masks
+    from toolbox.segment.overlay import write_palette_png
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 + i:20 + i, 6:22] = 1
+        image = rng.integers(0, 80, size=(32, 32, 3)).astype(np.uint8)
+        image[mask == 1] = 220
+        write_image(tmp_path / "seg" / "val" / "images" / f"{i}.png", image)
+        write_palette_png(tmp_path / "seg" / "val" / "masks" / f"{i}.png", mask)
+    meta = ModelMeta(model="test_resnet", num_classes=2, class_names=["bg", "fg"],
+                     input_size=(3, 32, 32), task="segment", decoder="fpn")
+    model_file = tmp_path / "m" / runs.MODEL_FILE
+    save_safetensors(create_segmenter("test_resnet", num_classes=2, decoder="fpn"),
+                     model_file, meta)
+    result = evaluate_masks(data=tmp_path / "seg", split="val", checkpoint=model_file,
+                            device="cpu", top_losses=3)
+    assert [t.rank for t in result.top_losses] == [1, 2, 3]
+    assert [t.loss for t in result.top_losses] == sorted((t.loss for t in result.top_losses),
+                                                         reverse=True)
+    grid = read_image(result.top_losses_png)
+    # Two columns of panels, each the true overlay | 2 px | the predicted overlay, enlarged
+    # five times (32 -> 160 pixels high).
+    assert grid.shape[1] == 2 * (32 + 2 + 32) * 5 + 3 * 4
+    top, left = 4, 4
+    half = grid[top:top + 160, left:left + 160].astype(int)
+    other = grid[top:top + 160, left + 170:left + 330].astype(int)
+    assert np.abs(half - other).mean() > 1  # the untrained model's mask is not the truth
+    wide = evaluate_masks(data=tmp_path / "seg", split="val", checkpoint=model_file,
+                          device="cpu", top_losses=16, out=tmp_path / "all")
+    assert len(wide.top_losses) == 5
