@@ -5,13 +5,20 @@ evidence on a synthetic set, and the CLI's flags, files and JSON keys."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from inference_helpers import COLOURS, colour_image, shared_run, write_folder
+from finetune_helpers import read_events
+from inference_helpers import (
+    COLOURS,
+    colour_image,
+    mixed_folder,
+    run_copy,
+    shared_run,
+    write_folder,
+)
 
 from toolbox import runs
 from toolbox.images import read_image, write_image
@@ -27,9 +34,6 @@ from toolbox.inference.top_losses import (
 from toolbox.models import ModelMeta, create_model, save_safetensors
 
 NAMES = sorted(COLOURS)  # blue, green, red
-# Folder label -> colours of its pictures: the colour model is right on colour, so the three
-# pictures filed under another colour are the mistakes (red -> green twice, blue -> red once).
-MIXED = {"blue": ["blue"] * 4 + ["red"], "green": ["green"] * 3, "red": ["red"] * 4 + ["green"] * 2}
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +44,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def run(trained_run: Path, tmp_path: Path) -> Path:
     """A private copy: calibration files and TensorBoard events are the test's own."""
-    copy = tmp_path / "run"
-    copy.mkdir()
-    shutil.copy(trained_run / runs.MODEL_FILE, copy / runs.MODEL_FILE)
-    return copy
-
-
-def _mixed_folder(root: Path, layout: dict[str, list[str]] = MIXED, seed: int = 11) -> Path:
-    rng = np.random.default_rng(seed)
-    for label, colours in layout.items():
-        for i, colour in enumerate(colours):
-            write_image(root / label / f"{i:02d}.png", colour_image(colour, rng))
-    return root
+    return run_copy(trained_run, tmp_path / "run")
 
 
 def _plain_ece(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -141,16 +134,8 @@ def test_panel_grid_draws_its_captions():
     assert all(not np.array_equal(crops[i], crops[j]) for i in range(5) for j in range(i))
 
 
-def _events(logdir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
-    acc.Reload()
-    return acc
-
-
 def test_evaluate_top_losses_confused_pairs_and_reliability(run, tmp_path):
-    data = _mixed_folder(tmp_path / "data")
+    data = mixed_folder(tmp_path / "data")
     result = evaluate(run=run, data=data, device="cpu", workers=0, top_losses=4)
     # The three misfiled pictures lose most, highest first.
     assert len(result.top_losses) == 4
@@ -178,7 +163,7 @@ def test_evaluate_top_losses_confused_pairs_and_reliability(run, tmp_path):
     assert saved["most_confused"][0] == {"true": "red", "predicted": "green", "count": 2}
     assert len(saved["reliability"]) == 15
 
-    events = _events(run)
+    events = read_events(run)
     tag = result.tag
     for name in ("confusion_matrix", "top_losses", "reliability"):
         assert f"eval/{tag}/{name}" in events.Tags()["images"]
@@ -188,7 +173,7 @@ def test_evaluate_top_losses_confused_pairs_and_reliability(run, tmp_path):
 
 
 def test_ece_of_evaluate_matches_predicts_probabilities(run, tmp_path):
-    data = _mixed_folder(tmp_path / "data")
+    data = mixed_folder(tmp_path / "data")
     result = evaluate(run=run, data=data, device="cpu", workers=0)
     files = sorted(data.rglob("*.png"))
     predicted = predict_images(files, run=run, topk=3, device="cpu", workers=0)
@@ -199,7 +184,7 @@ def test_ece_of_evaluate_matches_predicts_probabilities(run, tmp_path):
 
 
 def test_sets_smaller_than_k_show_what_there_is(run, tmp_path):
-    data = _mixed_folder(tmp_path / "data", {"blue": ["blue"], "red": ["green", "red"]})
+    data = mixed_folder(tmp_path / "data", {"blue": ["blue"], "red": ["green", "red"]})
     result = evaluate(run=run, data=data, device="cpu", workers=0, top_losses=16,
                       write_tensorboard=False)
     assert len(result.top_losses) == 3
@@ -212,7 +197,7 @@ def test_sets_smaller_than_k_show_what_there_is(run, tmp_path):
 
 
 def test_calibrate_then_predict_reports_calibrated_probabilities(run, tmp_path, invoke):
-    data = _mixed_folder(tmp_path / "data")
+    data = mixed_folder(tmp_path / "data")
     files = sorted(data.rglob("*.png"))
     raw = predict_images(files, run=run, topk=3, device="cpu", workers=0)
     assert not raw.calibrated and raw.temperature is None
@@ -344,7 +329,7 @@ def test_predict_cam_writes_overlays_json_and_tensorboard(square_model, tmp_path
         assert read_image(pred["cam"]).shape == (224, 224, 3)
     cams = [read_image(p["cam"]) for p in out["predictions"]]
     assert not np.array_equal(cams[0], cams[1])
-    assert "predict/cam_gradcam" in _events(tmp_path / "tb").Tags()["images"]
+    assert "predict/cam_gradcam" in read_events(tmp_path / "tb").Tags()["images"]
 
 
 def test_cam_bad_input_is_one_line(square_model, trained_run, tmp_path, invoke):
@@ -386,7 +371,7 @@ def test_cam_on_an_onnx_file_says_it_needs_the_pytorch_model(trained_run, tmp_pa
 
 
 def test_evaluate_cam_for_the_top_losses(run, tmp_path, invoke):
-    data = _mixed_folder(tmp_path / "data")
+    data = mixed_folder(tmp_path / "data")
     result = invoke("evaluate", "--run", run, "--data", data, "--top-losses", "3", "--cam",
                     "gradcam++", "--json", "--workers", "0")
     assert result.exit_code == 0, result.output
@@ -395,7 +380,7 @@ def test_evaluate_cam_for_the_top_losses(run, tmp_path, invoke):
     cams = [Path(t["cam"]) for t in out["top_losses"]]
     assert len(cams) == 3 and all(p.parent == run / "eval" / "cam" for p in cams)
     assert all(read_image(p).shape == (224, 224, 3) for p in cams)
-    tags = _events(run).Tags()["images"]
+    tags = read_events(run).Tags()["images"]
     assert f"eval/{out['tag']}/top_losses_cam" in tags
     for key in ("ece", "reliability_png", "top_losses_png", "most_confused", "temperature"):
         assert key in out
