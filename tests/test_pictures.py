@@ -36,15 +36,10 @@ from toolbox.models import ModelMeta, create_model, save_safetensors
 NAMES = sorted(COLOURS)  # blue, green, red
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_run(tmp_path_factory.mktemp("trained"))
-
-
 @pytest.fixture
-def run(trained_run: Path, tmp_path: Path) -> Path:
-    """A private copy: calibration files and TensorBoard events are the test's own."""
-    return run_copy(trained_run, tmp_path / "run")
+def run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+    """Calibration files and TensorBoard events of the test's own (see `run_copy`)."""
+    return run_copy(shared_run(tmp_path_factory.mktemp("trained")), tmp_path / "run")
 
 
 def _plain_ece(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -332,7 +327,7 @@ def test_predict_cam_writes_overlays_json_and_tensorboard(square_model, tmp_path
     assert "predict/cam_gradcam" in read_events(tmp_path / "tb").Tags()["images"]
 
 
-def test_cam_bad_input_is_one_line(square_model, trained_run, tmp_path, invoke):
+def test_cam_bad_input_is_one_line(square_model, tmp_path, invoke):
     image = write_image(tmp_path / "x.png", np.zeros((64, 64, 3), np.uint8))
     no_out = invoke("predict", image, "--checkpoint", square_model, "--cam", "gradcam")
     assert no_out.exit_code == 2 and "--out" in no_out.stderr
@@ -355,10 +350,10 @@ def test_cam_bad_input_is_one_line(square_model, trained_run, tmp_path, invoke):
     assert "--cam-layer" in none.stderr and "blocks" in none.stderr
 
 
-def test_cam_on_an_onnx_file_says_it_needs_the_pytorch_model(trained_run, tmp_path, invoke):
+def test_cam_on_an_onnx_file_says_it_needs_the_pytorch_model(run, tmp_path, invoke):
     from toolbox.export import export_model
 
-    onnx = export_model(trained_run, out=tmp_path / "m.onnx", check=None,
+    onnx = export_model(run, out=tmp_path / "m.onnx", check=None,
                         legacy_exporter=True).file
     image = write_image(tmp_path / "x.png", colour_image("red", np.random.default_rng(0)))
     result = invoke("predict", image, "--checkpoint", onnx, "--cam", "gradcam", "--out",
@@ -426,3 +421,18 @@ def test_segmentation_top_losses_show_true_and_predicted_masks(tmp_path):
     wide = evaluate_masks(data=tmp_path / "seg", split="val", checkpoint=model_file,
                           device="cpu", top_losses=16, out=tmp_path / "all")
     assert len(wide.top_losses) == 5
+
+
+def test_export_says_it_leaves_the_temperature_out(run, tmp_path, invoke):
+    data = mixed_folder(tmp_path / "data")
+    assert invoke("evaluate", "--run", run, "--data", data, "--calibrate",
+                  "--no-tensorboard").exit_code == 0
+    temperature = json.loads((run / runs.CALIBRATION_FILE).read_text())["temperature"]
+    result = invoke("export", run, "--no-check", "--legacy-exporter", "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert "not calibrated" in result.stderr and f"{temperature:.4f}" in result.stderr
+    # And the export's own probabilities are the uncalibrated ones.
+    file = sorted(data.rglob("*.png"))[0]
+    onnx = predict_images([file], checkpoint=tmp_path / "m.onnx", topk=3, device="cpu")
+    torch_raw = predict_images([file], run=run, topk=3, device="cpu")
+    assert onnx.calibrated is False and torch_raw.calibrated is True

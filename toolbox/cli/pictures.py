@@ -62,3 +62,15 @@ def show_mask_top_losses(top_losses: list) -> None:
             "Top losses (pixel cross-entropy)", ["#", "file", "loss", "pixel acc"],
             [(t.rank, t.file, f"{t.loss:.3f}", f"{t.pixel_acc:.1%}") for t in top_losses],
             right=["#", "loss", "pixel acc"]))
+
+
+def export_calibration_note(model_file: Any, source: Any) -> None:
+    """Say that an export leaves out the temperature `tb evaluate --calibrate` stored, so that
+    its probabilities do not silently differ from `tb predict`'s."""
+    from toolbox.inference.calibration import find_calibration
+
+    stored = find_calibration(model_file, source if source.is_dir() else None)
+    if stored is not None and stored.calibration is not None:
+        render.warn(f"the export is not calibrated: divide its logits by the temperature "
+                    f"{stored.calibration.temperature:.4f} of {stored.path} for the "
+                    "probabilities `tb predict` reports")

@@ -186,6 +186,8 @@ def find_calibration(model_file: Path | None, run_dir: Path | None) -> StoredCal
     if not np.isfinite(temperature) or temperature <= 0:
         return StoredCalibration(path, None, f"its temperature {temperature} is not positive")
     if calibration.model_sha256 != file_sha256(model_file):
-        return StoredCalibration(path, None, f"it was fitted for other weights "
-                                             f"({calibration.model_file} as it was then)")
+        why = (f"{calibration.model_file} has changed since" if
+               calibration.model_file == model_file.name else
+               f"it belongs to {calibration.model_file}, not {model_file.name}")
+        return StoredCalibration(path, None, f"it was fitted for other weights ({why})")
     return StoredCalibration(path, calibration)
