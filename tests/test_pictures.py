@@ -223,6 +223,11 @@ def test_calibrate_then_predict_reports_calibrated_probabilities(run, tmp_path, 
         assert got == pytest.approx(want, abs=1e-5)
     human = invoke("predict", files[0], "--run", run)
     assert "calibrated prob" in human.stdout and "temperature" in human.stderr
+    # A later evaluation measures the stored temperature: here, on the same data, its ECE.
+    later = evaluate(run=run, data=data, device="cpu", workers=0, write_tensorboard=False)
+    assert later.temperature == pytest.approx(temperature) and not later.calibrated_now
+    assert later.ece_calibrated == pytest.approx(stored["ece_after"], abs=1e-6)
+    assert later.ece == pytest.approx(stored["ece_before"], abs=1e-6)
 
     # Other weights under the same name: the stored temperature is not theirs.
     other = create_model("test_convnext3", num_classes=3)
@@ -232,6 +237,8 @@ def test_calibrate_then_predict_reports_calibrated_probabilities(run, tmp_path, 
     assert again.exit_code == 0 and json.loads(again.stdout)["calibrated"] is False
     warned = invoke("predict", files[0], "--run", run)
     assert "not calibrated" in warned.stderr and "other weights" in warned.stderr
+    stale = evaluate(run=run, data=data, device="cpu", workers=0, write_tensorboard=False)
+    assert stale.temperature is None and "other weights" in stale.calibration_note
 
 
 # --- Grad-CAM on a set where a bright square, in a random quadrant, decides the class ------

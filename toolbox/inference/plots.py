@@ -65,8 +65,9 @@ def reliability_image(bins: list, ece: float, title: str = "", calibrated: list 
     top.bar([b.lower for b in filled], [b.accuracy for b in filled], width=width, align="edge",
             color="#4c72b0", edgecolor="white", label=f"accuracy (ECE {ece:.2%})")
     gaps = [(b.lower, b.confidence, b.accuracy) for b in bins if b.count]
-    for left, conf, acc in gaps:
-        top.plot([left + width / 2] * 2, [acc, conf], color="#c44e52", linewidth=2)
+    for n, (left, conf, acc) in enumerate(gaps):
+        top.plot([left + width / 2] * 2, [acc, conf], color="#c44e52", linewidth=2,
+                 label="gap to the mean confidence" if n == 0 else None)
     if calibrated is not None:
         shown = [b for b in calibrated if b.count]
         top.bar([b.lower for b in shown], [b.accuracy for b in shown],
