@@ -386,6 +386,10 @@ def test_evaluate_cam_for_the_top_losses(run, tmp_path, invoke):
     assert f"eval/{out['tag']}/top_losses_cam" in tags
     for key in ("ece", "reliability_png", "top_losses_png", "most_confused", "temperature"):
         assert key in out
+    for bad, flag in ((["--cam", "gradcam", "--top-losses", "0"], "--cam"),
+                      (["--cam-layer", "stages.2"], "--cam-layer")):
+        refused = invoke("evaluate", "--run", run, "--data", data, *bad)
+        assert refused.exit_code == 2 and flag in refused.stderr
     human = invoke("evaluate", "--run", run, "--data", data, "--top-losses", "2",
                    "--no-tensorboard")
     assert human.exit_code == 0, human.output

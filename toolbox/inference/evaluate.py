@@ -234,6 +234,11 @@ def evaluate(*, run: str | Path | None = None, checkpoint: str | Path | None = N
                            "use --data DIR, or --dataset NAME --root DIR")
     if top_losses < 0:
         raise UsageError(f"--top-losses must be 0 or more, got {top_losses}")
+    if cam is None and cam_layer is not None:
+        raise UsageError("--cam-layer goes with --cam METHOD", param="--cam-layer")
+    if cam is not None and top_losses == 0:
+        raise UsageError("--cam draws the top losses: give --top-losses K above 0",
+                         param="--cam")
     loaded = load_for_inference(run=run, checkpoint=checkpoint, device=device)
     names = loaded.class_names
     maker = None

@@ -205,7 +205,7 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     if maker is not None:
         try:
             result.predictions = _draw_cams(maker, result.predictions, files, by_index,
-                                            result.out, tensorboard)
+                                            result.out, tensorboard, progress)
         finally:
             maker.close()
     if csv_path is not None:
@@ -231,7 +231,8 @@ def _cam_maker(loaded, cam: str | None, layer: str | None):
 
 
 def _draw_cams(maker, predictions: list[Prediction], files: Sequence[Path],
-               by_index: dict, out: Path, tensorboard: str | Path | None) -> list[Prediction]:
+               by_index: dict, out: Path, tensorboard: str | Path | None, progress: Progress
+               ) -> list[Prediction]:
     """Write a heat map of each prediction's top class; returns the predictions with them."""
     from toolbox.images import ImageReadError, read_image, write_image
     from toolbox.tensorboard import image_grid
@@ -239,17 +240,24 @@ def _draw_cams(maker, predictions: list[Prediction], files: Sequence[Path],
     names = output_names(files)
     where = {id(entry): i for i, entry in by_index.items()}
     drawn, overlays = [], []
-    for pred in predictions:
-        i = where[id(pred)]
-        try:
-            image = read_image(files[i])
-        except ImageReadError:  # read a moment ago; changed since: no heat map for it
-            drawn.append(pred)
-            continue
-        overlay = maker.overlays([image], [pred.top[0].index])[0][0]
-        path = write_image(out / f"{names[i]}{CAM_SUFFIX}", overlay)
-        drawn.append(Prediction(pred.file, pred.top, display_path(path)))
-        overlays.append(overlay)
+    progress.start(f"heat maps ({maker.method.name})", total=len(predictions), unit="images")
+    try:
+        for pred in predictions:
+            i = where[id(pred)]
+            try:
+                image = read_image(files[i])
+            except ImageReadError:  # read a moment ago; changed since: no heat map for it
+                image = None
+            if image is None:
+                drawn.append(pred)
+            else:
+                overlay = maker.overlays([image], [pred.top[0].index])[0][0]
+                path = write_image(out / f"{names[i]}{CAM_SUFFIX}", overlay)
+                drawn.append(Prediction(pred.file, pred.top, display_path(path)))
+                overlays.append(overlay)
+            progress.advance(1)
+    finally:
+        progress.finish()
     if tensorboard is not None and overlays:
         from toolbox.tensorboard import add_image, summary_writer
 
