@@ -8,6 +8,7 @@ loop; `make_pictures` turns them into files once the loop is done.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,10 @@ class Outcomes:
             self._log_probs.append(log_probs)
 
     def column(self, which: int) -> np.ndarray:
-        return np.concatenate([part[which] for part in self._parts]) if self._parts else \
-            np.zeros(0)
+        """One of the per-sample arrays, over every batch added so far."""
+        if not self._parts:
+            return np.zeros(0)
+        return np.concatenate([part[which] for part in self._parts])
 
     @property
     def items(self) -> np.ndarray:
@@ -206,7 +209,7 @@ def make_pictures(outcomes: Outcomes, matrix: np.ndarray, *, loaded: LoadedModel
             stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in
                            Path(entry.file).stem)[:60]
             path = write_image(out_dir / CAM_DIR / f"{entry.rank:02d}_{stem}.png", overlay)
-            items[n] = TopLoss(**{**entry.__dict__, "cam": str(path)})
+            items[n] = dataclasses.replace(entry, cam=str(path))
         pictures.cam_method, pictures.cam_layer = cam.method.name, cam.layer.name
         pictures.images["top_losses_cam"] = panel_grid(overlays, captions, right).image
     pictures.top_losses = items
