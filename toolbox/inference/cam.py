@@ -192,13 +192,13 @@ class CamMaker:
         """Raises:
         ToolboxError: the model is an ONNX file, or no target layer (see find_target_layer).
         UsageError: an unknown method."""
-        import pytorch_grad_cam
-
         self.method = cam_method(method)
         if loaded.runtime != "torch":
             raise ToolboxError(f"--cam needs the PyTorch model: {loaded.model_file} runs in "
                                f"{loaded.runtime}, which gives no gradients or activations "
                                "(pass the run folder or its model.safetensors)")
+        import pytorch_grad_cam
+
         self.loaded = loaded
         self.layer = find_target_layer(loaded.model, loaded.meta, layer)
         cls = getattr(pytorch_grad_cam, self.method.class_name)
