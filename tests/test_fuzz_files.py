@@ -169,11 +169,32 @@ def _tar_of_links(*links: tuple[str, str], kind: bytes = tarfile.SYMTYPE) -> byt
     return buffer.getvalue()
 
 
+def _tar_of_a_folder_then_a_link(name: str, target: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for kind in (tarfile.DIRTYPE, tarfile.SYMTYPE):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target if kind == tarfile.SYMTYPE else ""
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
 def _zip_with_an_empty_name() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr(zipfile.ZipInfo(""), b"")
     return buffer.getvalue()
+
+
+def _zip_with_an_encrypted_member() -> bytes:
+    """A member whose headers say it is encrypted (zipfile asks for a password)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("secret.png", b"x")
+    data = bytearray(buffer.getvalue())
+    for header, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local, central
+        data[data.index(header) + flags_at] |= 0x1
+    return bytes(data)
 
 
 def _zip_with_a_bad_name() -> bytes:
@@ -195,11 +216,15 @@ def _inside(path: Path, folder: Path) -> bool:
        name=st.sampled_from(["a.tar", "a.tar.gz", "a.zip", "a.tgz", "a.bin"]))
 @example(data=_zip_with_a_bad_name(), name="a.zip")
 @example(data=_zip_with_an_empty_name(), name="a.zip")
+@example(data=_zip_with_an_encrypted_member(), name="a.zip")
 @example(data=_tar_of_links(("x", "."), kind=tarfile.LNKTYPE), name="a.tar")  # recursed
 @example(data=_tar_of_links(("x", "x"), kind=tarfile.LNKTYPE), name="a.tar")
 # A hard link to no member; a symbolic link whose target is too long to follow.
 @example(data=_tar_of_links(("link", "missing"), kind=tarfile.LNKTYPE), name="a.tar")
 @example(data=_tar_of_links(("0", "x" * 5000)), name="a.tar")
+# A link replacing a folder of its name: tarfile, failing to unlink the folder, copies the
+# link's target instead, which is the link itself (RecursionError).
+@example(data=_tar_of_a_folder_then_a_link("d", "d"), name="a.tar")
 # Each link passes the filter alone, yet they point outside: a link named "a/" (its target is
 # judged from inside a/, the link is made as a), a chain through a link that climbs, and a
 # link to "a//b" (a loop that Python 3.11's realpath reads as /b).

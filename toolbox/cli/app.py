@@ -10,6 +10,7 @@ import typer
 from toolbox import __version__
 from toolbox.cli import (
     augment,
+    benchmark,
     datasets,
     export,
     finetune,
@@ -29,7 +30,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (models, summary, augment, finetune, log_images, datasets, predict, export):
+for module in (models, summary, augment, finetune, log_images, datasets, predict, export,
+               benchmark):
     module.register(app)
 adopt(app)  # the house --help for every command registered above
 

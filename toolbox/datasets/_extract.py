@@ -49,6 +49,9 @@ def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
     if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
         raise UnsafeArchiveError(f"refusing {archive.name}: member '{name}' points outside the "
                                  "extraction folder", "the archive is damaged or malicious")
+    if info.flag_bits & 0x1:  # zipfile would ask for a password (RuntimeError)
+        raise ToolboxError(f"cannot extract {archive}: member '{name}' is encrypted",
+                           "tb extracts only archives without a password; decrypt it first")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise UnsafeArchiveError(f"refusing {archive.name}: member '{name}' is a symbolic link",
                                  "the archive is damaged or malicious")
@@ -74,6 +77,19 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo, dest: Path,
         raise UnsafeArchiveError(f"refusing {archive.name}: member '{member.name}' is a symbolic "
                                  f"link to '{member.linkname}', which may lead outside the folder",
                                  hint)
+
+
+def _check_tar_name_once(archive: Path, member: tarfile.TarInfo, kinds: dict[str, str]) -> None:
+    """A name may come again only as the same kind (a file, a folder), never as a link: a link
+    replacing a folder makes tarfile fall back to copying the link's target, which for a link to
+    itself recurses without end. `kinds` maps the names before `member` to their kind."""
+    name = posixpath.normpath(member.name)
+    kind = "folder" if member.isdir() else "file" if member.isreg() else "link"
+    before, kinds[name] = kinds.get(name), kind
+    if before is not None and (before != kind or kind == "link"):
+        raise UnsafeArchiveError(f"refusing {archive.name}: member '{member.name}' comes twice, "
+                                 f"as a {before} and as a {kind}",
+                                 "the archive is damaged or malicious; nothing was extracted")
 
 
 def _plain_link(member: tarfile.TarInfo) -> bool:
@@ -107,8 +123,10 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
             with tarfile.open(archive, "r:*") as tar:
                 members = tar.getmembers()
                 files: set[str] = set()
+                kinds: dict[str, str] = {}
                 for member in members:
                     _check_tar_member(archive, member, dest, files)
+                    _check_tar_name_once(archive, member, kinds)
                     if member.isreg() or member.islnk():
                         files.add(posixpath.normpath(member.name))
                 tar.extractall(dest, members=members, filter=_data_filter_umask)

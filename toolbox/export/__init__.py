@@ -10,6 +10,7 @@ from toolbox.export._formats import (
     Format,
 )
 from toolbox.export._inspect import OnnxSummary, OnnxTensor, summarize_onnx
+from toolbox.export._module import ModuleExport, export_module
 from toolbox.export._parity import ParityFailed, ParityResult
 from toolbox.export._service import ExportResult, export_model
 
@@ -22,10 +23,12 @@ __all__ = [
     "MIN_OPSET",
     "ExportResult",
     "Format",
+    "ModuleExport",
     "OnnxSummary",
     "OnnxTensor",
     "ParityFailed",
     "ParityResult",
     "export_model",
+    "export_module",
     "summarize_onnx",
 ]

@@ -125,8 +125,10 @@ def onnx_providers(device: str) -> list[str]:
     raise ToolboxError(f"onnxruntime cannot run on '{device}'", "use --device auto, cpu or cuda")
 
 
-def onnx_session(path: str | Path, providers: list[str] | None = None):
-    """An onnxruntime session for `path`; a file onnxruntime cannot load is a ToolboxError."""
+def onnx_session(path: str | Path, providers: list[str] | None = None,
+                 threads: int | None = None):
+    """An onnxruntime session for `path` (`threads` intra-op threads, else onnxruntime's
+    default: one per physical core); a file onnxruntime cannot load is a ToolboxError."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -134,6 +136,8 @@ def onnx_session(path: str | Path, providers: list[str] | None = None):
         raise ToolboxError(f"no such ONNX file: {path}", "check the path")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+    if threads:
+        options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=providers or ["CPUExecutionProvider"])
@@ -147,8 +151,9 @@ def onnx_session(path: str | Path, providers: list[str] | None = None):
 class OnnxModel:
     """An ONNX file run by onnxruntime behind the call PyTorch models have: batch in, out out."""
 
-    def __init__(self, path: str | Path, device: str = "auto") -> None:
-        self.session = onnx_session(path, onnx_providers(device))
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None
+                 ) -> None:
+        self.session = onnx_session(path, onnx_providers(device), threads)
         self.input_name = self.session.get_inputs()[0].name
         self.provider = self.session.get_providers()[0]
 
