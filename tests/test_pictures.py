@@ -397,7 +397,7 @@ def test_evaluate_cam_for_the_top_losses(run, tmp_path, invoke):
         assert text in human.stdout
 
 
-def test_segmentation_top_losses_show_true_and_predicted_masks(tmp_path):
+def test_segmentation_top_losses_show_true_and_predicted_masks(tmp_path, invoke):
     from toolbox.models import create_segmenter
     from toolbox.segment.inference import evaluate_masks
     from toolbox.segment.overlay import write_palette_png
@@ -432,6 +432,20 @@ def test_segmentation_top_losses_show_true_and_predicted_masks(tmp_path):
     wide = evaluate_masks(data=tmp_path / "seg", split="val", checkpoint=model_file,
                           device="cpu", top_losses=16, out=tmp_path / "all")
     assert len(wide.top_losses) == 5
+    shown = invoke("evaluate", "--checkpoint", model_file, "--data", tmp_path / "seg", "--split",
+                   "val", "--top-losses", "2", "--out", tmp_path / "cli", "--json")
+    assert shown.exit_code == 0, shown.output
+    out = json.loads(shown.stdout)
+    assert [t["rank"] for t in out["top_losses"]] == [1, 2]
+    assert set(out["top_losses"][0]) == {"rank", "file", "loss", "pixel_acc"}
+    assert out["top_losses_png"] == str(tmp_path / "cli" / "top_losses.png")
+    human = invoke("evaluate", "--checkpoint", model_file, "--data", tmp_path / "seg",
+                   "--split", "val", "--out", tmp_path / "cli")
+    assert "Top losses (pixel cross-entropy)" in human.stdout
+    for flag in ("--calibrate", "--cam gradcam"):
+        refused = invoke("evaluate", "--checkpoint", model_file, "--data", tmp_path / "seg",
+                         *flag.split())
+        assert refused.exit_code == 2 and flag.split()[0] in refused.stderr
 
 
 def test_export_says_it_leaves_the_temperature_out(run, tmp_path, invoke):
