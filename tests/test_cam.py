@@ -180,3 +180,16 @@ def test_evaluate_cam_for_the_top_losses(run, tmp_path, invoke):
     assert human.exit_code == 0, human.output
     for text in ("Top losses (2 of 14)", "Most confused", "ECE (15 bins)", "reliability.png"):
         assert text in human.stdout
+
+
+def test_the_help_names_every_cam_method():
+    """`--cam`'s help lists the methods by hand (the registry's module is too heavy for
+    `tb --help`): this keeps the two the same."""
+    from typing import get_args
+
+    from toolbox.cli.options import CamOpt
+    from toolbox.inference.cam import CAM_METHODS
+
+    text = get_args(CamOpt)[1].help
+    listed = text.split(": ", 1)[1].rstrip(".").replace(" or ", ", ").split(", ")
+    assert listed == list(CAM_METHODS)

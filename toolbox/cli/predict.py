@@ -229,8 +229,8 @@ def evaluate(
         "--max", min=1, help="Evaluate only N samples, evenly spaced through the data "
                              "(a quick check that still sees every class).")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for the confusion matrix PNG and metrics JSON "
-                      "(default: RUN/eval).")] = None,
+        "--out", help="Folder for the pictures (confusion matrix, top losses, reliability "
+                      "diagram, heat maps) and the metrics JSON (default: RUN/eval).")] = None,
     tensorboard: LogdirOpt = None,
     no_tensorboard: Annotated[bool, typer.Option(
         "--no-tensorboard", help="Do not write to TensorBoard.")] = False,
