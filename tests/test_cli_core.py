@@ -11,6 +11,7 @@ from typer.main import get_command
 from toolbox.cli.app import app
 
 HEAVY = ("torch", "torchvision", "timm", "imgaug", "tensorboard", "torchinfo", "cv2", "onnx",
+         "pytorch_grad_cam",
          "onnxruntime", "numpy", "webdataset")
 
 

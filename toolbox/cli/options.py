@@ -95,3 +95,10 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 ForwardBatchOpt = Annotated[int, typer.Option(
     "--batch-size", min=1, help="Images per forward pass.")]
+CamOpt = Annotated[str | None, typer.Option(
+    "--cam", metavar="METHOD", help="Heat maps of where the model looked (grad-cam): gradcam, "
+    "gradcam++, hirescam, xgradcam, layercam, eigencam, eigengradcam or scorecam.",
+    show_default=False)]
+CamLayerOpt = Annotated[str | None, typer.Option(
+    "--cam-layer", metavar="NAME", help="The layer the heat map is read from, by its module "
+    "name (default: the last spatial layer, e.g. layer4 of a ResNet).", show_default=False)]
