@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 RUN_STAMP := $(VENV)/.tb-run-installed
 DEV_STAMP := $(VENV)/.tb-dev-installed
 
-.PHONY: demo test fuzz lint bench clean venv docker-check
+.PHONY: demo test fuzz lint docs bench clean venv docker-check
 
 # imaug declares both OpenCV wheels, which install the same cv2/ folder: keep only the headless
 # one (uninstalling the GUI wheel deletes the shared files, so reinstall the headless files).
@@ -43,6 +43,10 @@ demo: $(RUN_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
+# The documentation site (mkdocs-material) into site/; strict: a broken link or reference fails.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # The tests read real Fashion-MNIST files (Debian's dataset-fashion-mnist): tools/test_data.sh
 # finds or provisions them.
 test: $(DEV_STAMP) lint
@@ -65,4 +69,4 @@ docker-check:
 	$(PYTHON) tools/docker_check.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis .data
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .hypothesis .data

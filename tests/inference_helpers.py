@@ -69,3 +69,28 @@ def make_run(run_dir: Path, steps: int = 20, seed: int = 0) -> Path:
     save_safetensors(model, run_dir / runs.MODEL_FILE, meta)
     (run_dir / runs.ARGS_FILE).write_text(f"model: {meta.model}\n")
     return run_dir
+
+
+# Folder label -> colours of the pictures in it. The model sees colours perfectly, so the
+# confusion matrix is known: rows are folders, columns the colours (red -> green twice,
+# blue -> red once).
+MIXED = {"blue": ["blue"] * 4 + ["red"], "green": ["green"] * 3, "red": ["red"] * 4 + ["green"] * 2}
+
+
+def mixed_folder(root: Path, layout: dict[str, list[str]] = MIXED) -> Path:
+    """An ImageFolder whose label folders hold pictures of the colours `layout` names."""
+    rng = np.random.default_rng(11)
+    for label, colours in layout.items():
+        for i, colour in enumerate(colours):
+            write_image(root / label / f"{i:02d}.png", colour_image(colour, rng))
+    return root
+
+
+def run_copy(trained: Path, dest: Path) -> Path:
+    """A private copy of a trained run's model, so a test reads only its own TensorBoard
+    events and calibration files."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    shutil.copy(trained / runs.MODEL_FILE, dest / runs.MODEL_FILE)
+    return dest

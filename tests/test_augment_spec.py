@@ -307,9 +307,8 @@ def test_numpy_2_regressions_of_imgaug_0_4_0_are_fixed():
     assert Path(iaa.__file__).parent.parent.name == "imgaug"
 
 
-def test_readme_yaml_example_is_a_working_pipeline():
-    text = (REPO / "README.md").read_text()
-    section = text.split("## tb augment", 1)[1].split("\n## ", 1)[0]
+def test_docs_yaml_example_is_a_working_pipeline():
+    section = (REPO / "docs" / "commands" / "augment.md").read_text()
     block = section.split("```yaml", 1)[1].split("```", 1)[0]
     pipeline = load_spec_from_data(yaml.safe_load(block))
     assert pipeline.seed == 0 and len(pipeline.steps) == 4

@@ -11,7 +11,8 @@ from typer.main import get_command
 from toolbox.cli.app import app
 
 HEAVY = ("torch", "torchvision", "timm", "imgaug", "tensorboard", "torchinfo", "cv2", "onnx",
-         "onnxruntime", "numpy", "optuna")
+         "pytorch_grad_cam",
+         "onnxruntime", "numpy", "webdataset", "optuna")
 
 
 def _command_paths(command=None, prefix=()):

@@ -4,16 +4,15 @@ answers and scikit-learn; the PNG and the TensorBoard events read back."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import FASHION_MNIST_DIR
-from inference_helpers import COLOURS, colour_image, shared_run
+from inference_helpers import COLOURS, mixed_folder, run_copy, shared_run
 
 from toolbox import runs
-from toolbox.images import read_image, write_image
+from toolbox.images import read_image
 from toolbox.inference import ConfusionCounter, class_scores, evaluate
 
 NAMES = sorted(COLOURS)  # blue, green, red: the model's class indices
@@ -27,15 +26,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def run(trained_run: Path, tmp_path: Path) -> Path:
     """A private copy of the run, so each test reads only its own TensorBoard events."""
-    copy = tmp_path / "run"
-    copy.mkdir()
-    shutil.copy(trained_run / runs.MODEL_FILE, copy / runs.MODEL_FILE)
-    return copy
+    return run_copy(trained_run, tmp_path / "run")
 
 
-# Folder label -> colours of the pictures in it. The model sees colours perfectly, so the
-# confusion matrix is known: rows are folders, columns the colours.
-MIXED = {"blue": ["blue"] * 4 + ["red"], "green": ["green"] * 3, "red": ["red"] * 4 + ["green"] * 2}
 EXPECTED = np.array([[4, 0, 1], [0, 3, 0], [0, 2, 4]])
 
 
@@ -57,12 +50,6 @@ def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return root, export
 
 
-def _mixed_folder(root: Path, layout: dict[str, list[str]] = MIXED) -> Path:
-    rng = np.random.default_rng(11)
-    for label, colours in layout.items():
-        for i, colour in enumerate(colours):
-            write_image(root / label / f"{i:02d}.png", colour_image(colour, rng))
-    return root
 
 
 def _events(logdir: Path):
@@ -76,7 +63,7 @@ def _events(logdir: Path):
 def test_known_confusion_matrix_and_sklearn_scores(run, tmp_path):
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-    data = _mixed_folder(tmp_path / "data")
+    data = mixed_folder(tmp_path / "data")
     result = evaluate(run=run, data=data, device="cpu", workers=0, batch_size=4)
     assert np.array_equal(result.confusion_matrix, EXPECTED)
     y_true = np.repeat(np.arange(3), EXPECTED.sum(axis=1))
@@ -122,7 +109,7 @@ def test_class_absent_from_data_has_no_recall():
 
 
 def test_png_and_tensorboard_read_back(run, tmp_path, invoke):
-    data = _mixed_folder(tmp_path / "data")
+    data = mixed_folder(tmp_path / "data")
     result = invoke("evaluate", "--run", run, "--data", data, "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     png = run / "eval" / "data_confusion.png"
@@ -141,7 +128,7 @@ def test_png_and_tensorboard_read_back(run, tmp_path, invoke):
 
 
 def test_unknown_class_is_a_clear_error(run, tmp_path, invoke):
-    data = _mixed_folder(tmp_path / "data", {"green": ["green"], "purple": ["red"]})
+    data = mixed_folder(tmp_path / "data", {"green": ["green"], "purple": ["red"]})
     result = invoke("evaluate", "--run", run, "--data", data)
     assert result.exit_code == 1
     assert "'purple'" in result.stderr and "does not know" in result.stderr
@@ -152,8 +139,8 @@ def test_unknown_class_is_a_clear_error(run, tmp_path, invoke):
 
 def test_subset_of_classes_and_split_layout(run, tmp_path, invoke):
     data = tmp_path / "data"
-    _mixed_folder(data / "train", {"red": ["red"] * 2, "blue": ["blue"]})
-    _mixed_folder(data / "val", {"green": ["green"] * 2, "red": ["red", "green"]})
+    mixed_folder(data / "train", {"red": ["red"] * 2, "blue": ["blue"]})
+    mixed_folder(data / "val", {"green": ["green"] * 2, "red": ["red", "green"]})
     result = invoke("evaluate", "--run", run, "--data", data, "--json", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
@@ -171,7 +158,7 @@ def test_subset_of_classes_and_split_layout(run, tmp_path, invoke):
 
 
 def test_bad_images_in_data_are_skipped(run, tmp_path, invoke):
-    data = _mixed_folder(tmp_path / "data", {"red": ["red"] * 3})
+    data = mixed_folder(tmp_path / "data", {"red": ["red"] * 3})
     (data / "red" / "broken.png").write_bytes(b"\x89PNG garbage")
     result = invoke("evaluate", "--run", run, "--data", data, "--json")
     assert result.exit_code == 0, result.stderr

@@ -225,6 +225,8 @@ def _inside(path: Path, folder: Path) -> bool:
 # A link replacing a folder of its name: tarfile, failing to unlink the folder, copies the
 # link's target instead, which is the link itself (RecursionError).
 @example(data=_tar_of_a_folder_then_a_link("d", "d"), name="a.tar")
+# A link whose own name is too long to make: the same fallback, the same recursion.
+@example(data=_tar_of_links(("x" * 300, "x" * 300)), name="a.tar")
 # Each link passes the filter alone, yet they point outside: a link named "a/" (its target is
 # judged from inside a/, the link is made as a), a chain through a link that climbs, and a
 # link to "a//b" (a loop that Python 3.11's realpath reads as /b).

@@ -110,9 +110,10 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(rooms.split()) for rooms in
     "datasets",
     "segment",
     "inference augment",
+    "csv_source",
     "sources preprocess",
     "models images",
-    "fileio devices progress tensorboard jsonable losses paths runs",
+    "fileio devices progress tensorboard jsonable losses paths runs sharding",
     "errors",
 ))
 MAX_LINES = 450

@@ -7,6 +7,7 @@
       checkpoints/last.pt    full training state, written every epoch
       checkpoints/best.pt    the same at the best validation accuracy
       events.out.tfevents.*  TensorBoard (the run folder is the log dir)
+      calibration.json       temperature from `tb evaluate --calibrate` (read by `tb predict`)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ARGS_FILE = "args.yaml"
 METRICS_FILE = "metrics.csv"
 MODEL_FILE = "model.safetensors"
 RESULT_FILE = "result.yaml"
+CALIBRATION_FILE = "calibration.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"

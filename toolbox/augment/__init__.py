@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from toolbox.augment._masks import augment_with_mask
 from toolbox.augment._pipeline import build_augmenter, build_pipeline, is_spec_file, load_spec
+from toolbox.augment._plan import PIPELINE_FILE
+from toolbox.augment._pool import _mp_context as process_context
 from toolbox.augment._presets import DEFAULT_PRESET, PRESETS
 from toolbox.augment._registry import (
     AugmenterInfo,
@@ -23,7 +25,7 @@ from toolbox.augment._registry import (
     get_augmenter_info,
     list_augmenters,
 )
-from toolbox.augment._run import AugmentReport, SkippedFile, augment_folder
+from toolbox.augment._run import AugmentReport, SkippedFile, augment_folder, checked_pipeline
 from toolbox.augment._spec import (
     AugmentSpecError,
     Pipeline,
@@ -31,9 +33,11 @@ from toolbox.augment._spec import (
     pipeline_from_data,
 )
 from toolbox.augment._spec_writer import pipeline_to_yaml
+from toolbox.augment._worker import derive_seed
 
 __all__ = [
     "DEFAULT_PRESET",
+    "PIPELINE_FILE",
     "PRESETS",
     "AugmentReport",
     "AugmentSpecError",
@@ -47,10 +51,13 @@ __all__ = [
     "augmenter_names",
     "build_augmenter",
     "build_pipeline",
+    "checked_pipeline",
+    "derive_seed",
     "get_augmenter_info",
     "is_spec_file",
     "list_augmenters",
     "load_spec",
     "pipeline_from_data",
     "pipeline_to_yaml",
+    "process_context",
 ]

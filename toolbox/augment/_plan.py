@@ -3,7 +3,6 @@ where OUT may not be, and what an earlier run recorded in OUT."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from toolbox.augment._spec import AugmentSpecError, Pipeline
 from toolbox.augment._worker import _Task
 from toolbox.errors import ToolboxError
 from toolbox.images import is_glob, source_root
+from toolbox.sharding import in_shard
 from toolbox.sources import SkippedFile
 
 PIPELINE_FILE = "pipeline.yaml"
@@ -26,17 +26,6 @@ class Plan:
     tasks: list[_Task] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     already_done: int = 0
-
-
-def in_shard(relative: str, shard: tuple[int, int]) -> bool:
-    """Whether the file at `relative` (POSIX, relative to SRC) belongs to shard (K, N).
-
-    A hash rather than a position in the sorted list: a file's shard does not change when
-    other files are added or removed, so a retried shard redoes only its own files.
-    """
-    index, count = shard
-    digest = hashlib.blake2b(relative.encode(), digest_size=8, person=b"tb-shard").digest()
-    return int.from_bytes(digest, "little") % count == index
 
 
 def _source_root(src: str | Path) -> tuple[Path, bool]:

@@ -178,7 +178,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
                                "pass the folder that holds one PNG mask per image")
 
     # The spec is parsed, validated and test-run before any image is read.
-    pipeline = _checked_pipeline(spec)
+    pipeline = checked_pipeline(spec)
     wanted = workers or default_workers()
     # Worker processes start now, while this process plans the run.
     pool = _WarmPool(wanted) if wanted > 1 else None
@@ -197,7 +197,7 @@ def augment_folder(src: str | Path, out: str | Path, *, spec: str | Path = "medi
     return report
 
 
-def _checked_pipeline(spec: str | Path) -> Pipeline:
+def checked_pipeline(spec: str | Path) -> Pipeline:
     """Load and test-run the spec without starting OpenCV threads in this process, so worker
     processes can be forked from it safely."""
     import cv2

@@ -10,7 +10,7 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import JsonOpt, LogdirOpt, SeedOpt, WorkersOpt
+from toolbox.cli.options import JsonOpt, LogdirOpt, SeedOpt, WorkersOpt, parse_shard
 from toolbox.errors import ToolboxError, UsageError
 
 
@@ -18,24 +18,6 @@ class ImageFormat(StrEnum):
     png = "png"
     jpg = "jpg"
     webp = "webp"
-
-
-def _parse_shard(value: str | None) -> tuple[int, int] | None:
-    """`K/N` (0 <= K < N) as a tuple; a usage error otherwise."""
-    if value is None:
-        return None
-    index, _, count = value.partition("/")
-    try:
-        # isdecimal, not isdigit: '²' is a digit that int() refuses; int() also refuses
-        # numbers over 4,300 digits (ValueError).
-        shard = (int(index), int(count)) if (index.strip().isdecimal()
-                                             and count.strip().isdecimal()) else None
-    except ValueError:
-        shard = None
-    if shard is None or not 0 <= shard[0] < shard[1]:
-        raise typer.BadParameter(f"{value!r} is not K/N with 0 <= K < N (e.g. 0/4)",
-                                 param_hint="--shard")
-    return shard
 
 
 def _list(as_json: bool) -> None:
@@ -100,7 +82,8 @@ def _render_report(report, as_json: bool) -> None:
 
 def augment(
     src: Annotated[str | None, typer.Argument(
-        metavar="SRC", help="Images: a folder (recursive), one file, or a quoted glob.",
+        metavar="SRC", help="Images: a folder (recursive), one file, a quoted glob, or tar "
+        "shards (a quoted pattern or a packed folder).",
         show_default=False)] = None,
     out: Annotated[Path | None, typer.Argument(
         metavar="OUT", help="Output folder (mirrors SRC's sub-folders); not SRC or inside it.",
@@ -138,6 +121,12 @@ def augment(
     shard: Annotated[str | None, typer.Option(
         "--shard", metavar="K/N", help="Do only shard K (from 0) of N: files split by a hash "
         "of their path; N runs with one --seed write what one run would.")] = None,
+    out_format: Annotated[str, typer.Option(
+        "--out-format", help="files (images under OUT) or wds (WebDataset tar shards and "
+        "index.json, as `tb datasets pack` writes).")] = "files",
+    shard_size: Annotated[str, typer.Option(
+        "--shard-size", help="With --out-format wds from a folder: target size of a shard "
+        "(KB, MB, GB).")] = "256MB",
     list_: Annotated[bool, typer.Option(
         "--list", help="List the augmenters with their parameters and defaults.")] = False,
     as_json: JsonOpt = False,
@@ -153,6 +142,7 @@ def augment(
       tb augment imgs/ flip/ --aug "Fliplr(0.5); Affine(rotate=(-25, 25))"
       tb augment imgs/ again/ --pipeline light/pipeline.yaml
       tb augment imgs/ shards/ --seed 0 --shard 2/8 --skip-existing
+      tb augment 'packed/train-*.tar' aug/ --seed 0 --out-format wds
       tb augment --list
     """
     if list_:
@@ -166,12 +156,13 @@ def augment(
     if len(given) > 1:
         raise typer.BadParameter(f"{' and '.join(given)} are exclusive: give one pipeline",
                                  param_hint=given[0])
-    shard_spec = _parse_shard(shard)
+    shard_spec = parse_shard(shard)
     if shard_spec is not None and seed is None and pipeline is None:
         raise typer.BadParameter("every shard needs the same seed: add --seed N",
                                  param_hint="--shard")
     from toolbox.augment import DEFAULT_PRESET, PRESETS, AugmentSpecError, augment_folder
     from toolbox.cli.progress import make_progress
+    from toolbox.datasets import looks_like_shards
 
     if preset is not None and preset not in PRESETS:
         from toolbox.errors import unknown_name
@@ -183,13 +174,20 @@ def augment(
     spec: str | Path = aug if aug is not None else pipeline if pipeline is not None \
         else preset or DEFAULT_PRESET
 
+    common = dict(spec=spec, seed=seed, copies=copies, include_original=include_original,
+                  image_format=image_format.value if image_format else None, quality=quality,
+                  workers=workers, shard=shard_spec, progress=make_progress(enabled=not as_json))
+    folder_only = dict(masks=masks, skip_existing=skip_existing, preview=preview,
+                       tensorboard=tensorboard, overwrite=overwrite)
     try:
-        report = augment_folder(
-            src, out, spec=spec, seed=seed, copies=copies, include_original=include_original,
-            image_format=image_format.value if image_format else None, quality=quality,
-            workers=workers, masks=masks, skip_existing=skip_existing, preview=preview,
-            tensorboard=tensorboard, shard=shard_spec, overwrite=overwrite,
-            progress=make_progress(enabled=not as_json))
+        if out_format != "files" or looks_like_shards(src):
+            from toolbox.datasets import augment_shards, parse_size
+
+            report = augment_shards(
+                src, out, out_format=out_format, shard_size=parse_size(shard_size), **common,
+                **{k: v for k, v in folder_only.items() if v not in (None, False)})
+        else:
+            report = augment_folder(src, out, **common, **folder_only)
     except AugmentSpecError as exc:  # the spec came from one option: the error names it
         exc.param = exc.param or (given[0] if given else "--preset")
         raise

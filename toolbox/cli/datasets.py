@@ -9,10 +9,19 @@ import typer
 
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
-from toolbox.cli.options import JsonOpt, RootOpt, SeedOpt
+from toolbox.cli.options import (
+    JsonOpt,
+    LabelColumnOpt,
+    PathColumnOpt,
+    RootOpt,
+    SeedOpt,
+    SplitColumnOpt,
+    parse_shard,
+)
 
 app = typer.Typer(
-    help="List and fetch data sets (verified downloads, resume, mirrors, offline import).",
+    help="List and fetch data sets (verified downloads, resume, mirrors, offline import); "
+         "pack images into tar shards.",
     no_args_is_help=True,
 )
 
@@ -155,6 +164,62 @@ A segmentation set (oxford-iiit-pet) becomes a folder for `tb finetune --task se
         render.note(f"use it: tb finetune --task segment --data {seg.dest}")
     else:
         render.note(f"use it: tb finetune --dataset {result.name} --root {result.root}")
+
+
+@app.command("pack")
+@handle_errors
+def pack_command(
+    src: Annotated[Path, typer.Argument(help="A folder of class sub-folders (with train/ and "
+                                             "val/ when it has them) or a CSV of paths and "
+                                             "labels.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the shards and index.json.")],
+    shard_size: Annotated[str, typer.Option(
+        "--shard-size", help="Target size of a shard: KB, MB or GB (decimal).")] = "256MB",
+    shard: Annotated[str | None, typer.Option(
+        "--shard", metavar="K/N", help="Pack only share K (from 0) of N, files split by a "
+        "hash of their path as `tb augment --shard` splits them; run all N, anywhere.")
+    ] = None,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    split_column: SplitColumnOpt = None,
+    seed: SeedOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Pack images into WebDataset tar shards for `tb finetune --data 'OUT/train-*.tar'`.
+
+    Each sample is `__key__` (its path below SRC, without the extension), the image file's
+    bytes as they are and `cls` (the class index); index.json names the classes and counts
+    every shard's samples. The same input gives byte-identical shards.
+
+    Examples:
+      tb datasets pack photos/ shards/ --shard-size 256MB
+      tb datasets pack labels.csv shards/ --split-column split
+      tb datasets pack photos/ shards/ --shard 0/4
+    """
+    from toolbox.cli.progress import make_progress
+    from toolbox.datasets import pack, parse_size
+
+    result = pack(src, out, shard_size=parse_size(shard_size), shard=parse_shard(shard),
+                  seed=seed if seed is not None else 0, path_column=path_column,
+                  label_column=label_column, split_column=split_column,
+                  progress=make_progress(not json_output))
+    for item in result.skipped[:5]:
+        render.warn(f"skipped {item.path}: {item.reason}")
+    if len(result.skipped) > 5:
+        render.warn(f"skipped {len(result.skipped) - 5} more file(s)")
+    if json_output:
+        render.print_json(result)
+        return
+    pairs = [(name, f"{split.samples:,} samples in {len(split.shards)} shard(s)")
+             for name, split in result.splits.items()]
+    pairs += [("classes", len(result.classes)), ("size", _mb(result.bytes_written)),
+              ("index", str(result.index_file))]
+    if result.shard:
+        pairs.append(("shard", result.shard))
+    render.show(render.key_values(f"packed {src} into {out}", pairs))
+    first = next(iter(result.splits.values())).shards
+    if first:
+        render.note(f"train on it: tb finetune --data '{out}/train-*.tar'")
 
 
 def register(root_app: typer.Typer) -> None:

@@ -123,6 +123,9 @@ def export(
         _show(result)
     if no_check:
         render.warn("parity not checked (--no-check): the file may disagree with the run")
+    from toolbox.cli.pictures import export_calibration_note
+
+    export_calibration_note(result.model_file, result.source)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,10 @@ import typer
 from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.finetune_settings import OUT, Settings, with_settings
+from toolbox.cli.finetune_tables import kept as _kept
+from toolbox.cli.finetune_tables import pct as _pct
+from toolbox.cli.finetune_tables import show_segment_result as _show_segment_result
+from toolbox.cli.finetune_tables import with_ema as _with_ema
 from toolbox.cli.options import JsonOpt
 from toolbox.train import FinetuneConfig
 
@@ -17,11 +21,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from toolbox.train import EpochRow, FinetuneResult, RunStart
-    from toolbox.train.segment import SegmentEpochRow, SegmentResult
-
-
-def _pct(value: float) -> str:
-    return "-" if value != value else f"{100 * value:.1f}%"  # NaN: a class with no val images
+    from toolbox.train.segment import SegmentEpochRow
 
 
 def _settings(start: RunStart) -> Table:
@@ -83,42 +83,6 @@ def _ema_note(row: EpochRow | SegmentEpochRow) -> str:
     return f" | EMA {name} {_pct(getattr(row, 'ema_' + row.SCORE))}"
 
 
-def _with_ema(columns: list[str], rows: list[tuple], epochs: list, after: str
-              ) -> tuple[list[str], list[tuple]]:
-    """The results table with an "EMA <score>" column after `after` when the run had --ema."""
-    if not epochs or epochs[0].ema_val_loss is None:
-        return columns, rows
-    at = columns.index(after) + 1
-    name = "EMA mIoU" if hasattr(epochs[0], "val_miou") else "EMA acc"
-    scores = [_pct(getattr(r, "ema_" + r.SCORE)) for r in epochs]
-    return ([*columns[:at], name, *columns[at:]],
-            [(*row[:at], score, *row[at:]) for row, score in zip(rows, scores, strict=True)])
-
-
-def _kept(result: FinetuneResult) -> str:
-    """Which weights the model file holds, when --ema made it a choice."""
-    return "its EMA weights " if result.best_weights == "ema" else ""
-
-
-def _show_segment_result(result: SegmentResult) -> None:
-    columns = ["epoch", "train loss", "val loss", "pixel acc", "mIoU", "Dice", "lr", "img/s",
-               "time"]
-    rows = [(r.epoch, f"{r.train_loss:.3f}", f"{r.val_loss:.3f}", _pct(r.val_pixel_acc),
-             _pct(r.val_miou), _pct(r.val_dice), f"{r.lr:.2g}", f"{r.images_per_s:.0f}",
-             f"{r.epoch_time_s:.1f}s") for r in result.epochs]
-    columns, rows = _with_ema(columns, rows, result.epochs, after="mIoU")
-    table = render.table(None, columns, rows, right=columns)
-    table.show_edge = table.pad_edge = False
-    render.show(table)
-    per_class = [(name, _pct(iou), _pct(result.per_class_dice.get(name, float("nan"))))
-                 for name, iou in result.per_class_acc.items()]
-    render.show(render.table(None, ["class", "val IoU", "val Dice"], per_class,
-                             right=["val IoU", "val Dice"]))
-    render.stdout.print(f"val mIoU {_pct(result.best_val_miou)}, Dice "
-                        f"{_pct(result.best_val_dice)} (best epoch {result.best_epoch}, "
-                        f"{_kept(result)}saved as {result.model_file})")
-
-
 def _show_result(result: FinetuneResult) -> None:
     if result.start is not None:
         render.show(_settings(result.start))
@@ -175,6 +139,8 @@ def finetune_command(
     Examples:
       tb finetune --freeze --amp
       tb finetune --data photos/ --model resnet50 --freeze --unfreeze-at 3
+      tb finetune --data labels.csv --split-column split --freeze
+      tb finetune --data 'shards/train-{000000..000063}.tar' --workers 8
       tb finetune --data skewed/ --class-weights auto --resize letterbox
       tb finetune --weights runs/a/model.safetensors --freeze --data other/
       tb finetune --resume runs/20260101-120000-tf_efficientnet_lite0

@@ -13,13 +13,26 @@ from typing import Annotated, Any
 
 import typer
 
-from toolbox.cli.options import DeviceOpt, SeedOpt, WorkersOpt
+from toolbox.cli.options import (
+    DATA_PANEL,
+    DeviceOpt,
+    LabelColumnOpt,
+    LabelsOpt,
+    PathColumnOpt,
+    SeedOpt,
+    ShuffleBufferOpt,
+    SplitColumnOpt,
+    ValDataOpt,
+    WorkersOpt,
+    data_location,
+    table_settings,
+)
 from toolbox.train import DEFAULT_LR, DEMO_IMG_SIZE, FinetuneConfig
 
 # Every default comes from the service's config, so the CLI and the Python API cannot drift.
 _D = FinetuneConfig()
 
-DATA = "Data"
+DATA = DATA_PANEL
 MODEL = "Model"
 TRAIN = "Training"
 OUT = "Outputs"
@@ -36,9 +49,17 @@ def _options(
         "--task", help="classify (one label an image) or segment (a label a pixel: "
                        "DIR/train/images + DIR/train/masks).", rich_help_panel=DATA)
     ] = _D.task,
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="ImageFolder tree DIR/<class>/<image>; DIR/train and DIR/val are used "
-                       "when present, else --val-split.", rich_help_panel=DATA)] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="ImageFolder tree DIR/<class>/<image> (DIR/train and DIR/val when "
+                       "present, else --val-split), a CSV of paths and labels, or tar shards "
+                       "('shards/train-{000000..000063}.tar', globs, URLs, a packed folder).",
+        rich_help_panel=DATA)] = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    split_column: SplitColumnOpt = None,
+    val_data: ValDataOpt = None,
+    shuffle_buffer: ShuffleBufferOpt = _D.shuffle_buffer,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="A data set fetched by `tb datasets fetch` (official train/test).",
         rich_help_panel=DATA)] = None,
@@ -216,7 +237,11 @@ class Settings:
         except ValueError:
             raise typer.BadParameter("comma-separated epoch numbers, e.g. 3,6",
                                      param_hint="--milestones") from None
-        for key in ("data", "root", "weights", "feature_cache_dir"):
+        v["data"], v["val_data"] = data_location(v["data"]), data_location(v["val_data"])
+        v.update(table_settings(labels=v.pop("labels"), path_column=v.pop("path_column"),
+                                label_column=v.pop("label_column"),
+                                split_column=v.pop("split_column")))
+        for key in ("root", "weights", "feature_cache_dir"):
             v[key] = str(Path(v[key]).resolve()) if v[key] else None
         v["feature_cache"] = not v.pop("no_feature_cache")
         v["compile"] = v.pop("compile_model")

@@ -12,15 +12,21 @@ from toolbox.cli import render
 from toolbox.cli.errors import handle_errors
 from toolbox.cli.options import (
     AmpOpt,
+    CamLayerOpt,
+    CamOpt,
     CheckpointOpt,
     DatasetOpt,
     DeviceOpt,
     ForwardBatchOpt,
     JsonOpt,
+    LabelColumnOpt,
+    LabelsOpt,
     LoaderWorkersOpt,
     LogdirOpt,
+    PathColumnOpt,
     RootOpt,
     RunOpt,
+    SplitColumnOpt,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +68,13 @@ def predict(
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the predictions to this CSV file (atomically).")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Segmentation runs: folder for the palette mask PNGs and overlays.")
+        "--out", help="Folder for the heat maps of --cam, and for a segmentation run's "
+                      "palette mask PNGs and overlays.")
+    ] = None,
+    cam: CamOpt = None,
+    cam_layer: CamLayerOpt = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="With --cam: also log the heat maps as images in this log dir.")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -73,6 +85,11 @@ def predict(
     Files that cannot be read are reported and skipped; the exit code is 1 only
     when not a single image could be predicted.
 
+    Probabilities are calibrated when `tb evaluate --calibrate` stored a temperature
+    for these weights (the output says so). --cam METHOD draws where the model
+    looked for its top class over each image as OUT/<name>.cam.png (needs the
+    PyTorch model, not an ONNX file).
+
     A segmentation run (`tb finetune --task segment`) writes OUT/<name>.png (class
     indices as a palette PNG at the image's size) and OUT/<name>.overlay.png.
 
@@ -81,6 +98,7 @@ def predict(
       tb predict 'shots/*.jpg' cat.png --run runs/my-run --topk 5 --csv preds.csv
       tb predict cat.jpg --model tf_efficientnet_lite0
       tb predict photos/ --checkpoint runs/my-run/model.onnx
+      tb predict photos/ --run runs/my-run --cam gradcam --out heatmaps/
       tb predict scans/ --run runs/my-segmenter --out masks/
     """
     from toolbox.cli.progress import make_progress
@@ -90,23 +108,41 @@ def predict(
 
     _model_source(run, checkpoint, model, takes_model=True)
     if model is None and is_segmentation_model(run=run, checkpoint=checkpoint):
+        for flag, given in (("--cam", cam), ("--cam-layer", cam_layer),
+                            ("--tensorboard", tensorboard)):
+            if given is not None:
+                raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
         _predict_masks(images, run, checkpoint, out, batch_size, device, amp, csv_file,
                        json_out)
         return
-    if out is not None:
-        raise typer.BadParameter("only segmentation runs write files to --out; use --csv",
-                                 param_hint="--out")
+    if out is not None and cam is None:
+        raise typer.BadParameter("a classifier writes files to --out only with --cam; "
+                                 "use --csv for the predictions", param_hint="--out")
+    if tensorboard is not None and cam is None:
+        raise typer.BadParameter("--tensorboard logs the heat maps of --cam",
+                                 param_hint="--tensorboard")
     result = _warning_skipped(lambda: predict_images(
         images, run=run, checkpoint=checkpoint, model=model, topk=topk, batch_size=batch_size,
-        device=device, amp=amp, workers=workers, csv_path=csv_file,
+        device=device, amp=amp, workers=workers, csv_path=csv_file, cam=cam,
+        cam_layer=cam_layer, out=out, tensorboard=tensorboard,
         progress=make_progress(not json_out)))
     if json_out:
         render.print_json({"model": result.model, "model_file": result.model_file,
-                           "device": result.device,
+                           "device": result.device, "calibrated": result.calibrated,
+                           "temperature": result.temperature,
+                           "calibration_file": result.calibration_file,
+                           "cam_method": result.cam_method, "cam_layer": result.cam_layer,
                            "predictions": result.predictions,
                            "skipped": skipped_json(result.skipped)})
         return
+    from toolbox.cli.pictures import calibration_note
+
     _show_predictions(result)
+    calibration_note(result.calibrated, result.temperature, result.calibration_file,
+                     result.calibration_ignored)
+    if result.cam_method:
+        render.note(f"heat maps ({result.cam_method} on layer {result.cam_layer}) in "
+                    f"{result.out}")
     render.note(f"{len(result.predictions)} predicted, {len(result.skipped)} skipped on "
                 f"{result.device} ({result.images_per_s:.1f} images/s)")
     if csv_file is not None:
@@ -165,7 +201,8 @@ def _warn_skipped(skipped: list[SkippedFile]) -> None:
 
 
 def _show_predictions(result: PredictResult) -> None:
-    columns = ["file", "class", "prob"] + (["next"] if result.topk > 1 else [])
+    prob = "calibrated prob" if result.calibrated else "prob"
+    columns = ["file", "class", prob] + (["next"] if result.topk > 1 else [])
     rows = []
     for pred in result.predictions:
         best, rest = pred.top[0], pred.top[1:]
@@ -174,7 +211,7 @@ def _show_predictions(result: PredictResult) -> None:
             row.append(", ".join(f"{g.label} {g.prob:.1%}" for g in rest))
         rows.append(row)
     title = f"Predictions ({result.model_file or result.model})"
-    render.show(render.table(title, columns, rows, right=["prob"]))
+    render.show(render.table(title, columns, rows, right=[prob]))
 
 
 def evaluate(
@@ -182,7 +219,12 @@ def evaluate(
     checkpoint: CheckpointOpt = None,
     data: Annotated[Path | None, typer.Option(
         "--data", help="An ImageFolder (DIR/<class>/<image>), or a DIR with train/ and val/ "
-                       "or test/ sub-folders (the held-out one is used).")] = None,
+                       "or test/ sub-folders (the held-out one is used), or a CSV of "
+                       "paths and labels.")] = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    split_column: SplitColumnOpt = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
     split: Annotated[str | None, typer.Option(
@@ -196,11 +238,20 @@ def evaluate(
         "--max", min=1, help="Evaluate only N samples, evenly spaced through the data "
                              "(a quick check that still sees every class).")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for the confusion matrix PNG and metrics JSON "
-                      "(default: RUN/eval).")] = None,
+        "--out", help="Folder for the pictures (confusion matrix, top losses, reliability "
+                      "diagram, heat maps) and the metrics JSON (default: RUN/eval).")] = None,
     tensorboard: LogdirOpt = None,
     no_tensorboard: Annotated[bool, typer.Option(
         "--no-tensorboard", help="Do not write to TensorBoard.")] = False,
+    top_losses: Annotated[int, typer.Option(
+        "--top-losses", metavar="K", min=0,
+        help="Show the K images with the highest loss (top_losses.png; 0: none).")] = 16,
+    calibrate: Annotated[bool, typer.Option(
+        "--calibrate", help="Fit one temperature on this (validation) data and store it in "
+                            "the run, so that `tb predict` reports calibrated probabilities."
+    )] = False,
+    cam: CamOpt = None,
+    cam_layer: CamLayerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Score a trained model on labelled data: accuracy, per-class F1, confusion matrix.
@@ -211,10 +262,16 @@ def evaluate(
     does not know is an error naming it. Preprocessing is the run's own, so the
     accuracy equals what `tb finetune` recorded on the same validation data.
 
+    Also: the highest-loss images as a captioned grid (top_losses.png), the class
+    pairs most often confused, the expected calibration error with a reliability
+    diagram (reliability.png), and with --cam a heat map per top-loss image.
+
     Examples:
       tb evaluate --run runs/my-run --data data/fmnist
       tb evaluate --run runs/my-run --dataset fashion-mnist --root data --json
       tb evaluate --checkpoint runs/my-run/model.onnx --data data/fmnist
+      tb evaluate --run runs/my-run --data data/fmnist --calibrate --cam gradcam
+      tb evaluate --run runs/my-run --data labels.csv --split-column split
     """
     from toolbox.cli.progress import make_progress
     from toolbox.inference import evaluate as evaluate_service
@@ -229,10 +286,13 @@ def evaluate(
             raise typer.BadParameter("a segmentation run is evaluated on --data DIR "
                                      "(images/ and masks/)", param_hint="--dataset")
         for flag, given in (("--amp", amp), ("--max", max_samples is not None),
-                            ("--tensorboard", tensorboard is not None)):
+                            ("--tensorboard", tensorboard is not None),
+                            ("--calibrate", calibrate), ("--cam", cam is not None),
+                            ("--cam-layer", cam_layer is not None)):
             if given:
                 raise typer.BadParameter("not available for segmentation runs", param_hint=flag)
-        _evaluate_masks(run, checkpoint, data, split, batch_size, device, out, json_out)
+        _evaluate_masks(run, checkpoint, data, split, batch_size, device, out, top_losses,
+                        json_out)
         return
     named = None
     if dataset is not None:
@@ -245,8 +305,12 @@ def evaluate(
         run=run, checkpoint=checkpoint, data=data, dataset=named, split=split,
         batch_size=batch_size, device=device, amp=amp, workers=workers, out=out,
         tensorboard=tensorboard, write_tensorboard=not no_tensorboard, max_samples=max_samples,
-        progress=make_progress(not json_out))
+        top_losses=top_losses, calibrate=calibrate, cam=cam, cam_layer=cam_layer,
+        labels=labels, path_column=path_column, label_column=label_column,
+        split_column=split_column, progress=make_progress(not json_out))
     _warn_skipped(result.skipped)
+    if result.calibration_note:
+        render.warn(result.calibration_note)
     if result.class_matches:
         pairs = ", ".join(f"'{d}' -> '{m}'" for d, m in result.class_matches.items())
         render.note(f"classes matched up to case and punctuation: {pairs}")
@@ -257,13 +321,14 @@ def evaluate(
 
 
 def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split: str | None,
-                    batch_size: int, device: str, out: Path | None, json_out: bool) -> None:
+                    batch_size: int, device: str, out: Path | None, top_losses: int,
+                    json_out: bool) -> None:
     from toolbox.cli.progress import make_progress
     from toolbox.segment.inference import evaluate_masks, mask_eval_dict
 
     result = evaluate_masks(data=data, run=run, checkpoint=checkpoint, split=split,
                             batch_size=batch_size, device=device, out=out,
-                            progress=make_progress(not json_out))
+                            top_losses=top_losses, progress=make_progress(not json_out))
     _warn_skipped(result.skipped)
     if json_out:
         render.print_json(mask_eval_dict(result))
@@ -272,6 +337,9 @@ def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split
         f"Per class ({result.data})", ["class", "IoU", "Dice", "pixels"],
         [(c.name, _percent(c.iou), _percent(c.dice), f"{c.pixels:,}") for c in result.classes],
         right=["IoU", "Dice", "pixels"]))
+    from toolbox.cli.pictures import show_mask_top_losses
+
+    show_mask_top_losses(result.top_losses)
     render.show(render.key_values("Evaluation", [
         ("model", result.model_file),
         ("data", f"{result.data}: {result.images} images"
@@ -280,6 +348,7 @@ def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split
         ("Dice (foreground classes)", _percent(result.mean_dice)),
         ("pixel accuracy", _percent(result.pixel_acc)),
         ("confusion matrix", result.confusion_png),
+        ("top losses", result.top_losses_png or "-"),
         ("metrics", result.metrics_json),
         ("speed", f"{result.images / max(result.seconds, 1e-9):.1f} images/s on "
                   f"{result.device}"),
@@ -287,6 +356,8 @@ def _evaluate_masks(run: Path | None, checkpoint: Path | None, data: Path, split
 
 
 def _show_evaluation(result: EvalResult) -> None:
+    from toolbox.cli.pictures import evaluation_rows, show_top_losses
+
     rows = [(c.name, _percent(c.precision), _percent(c.recall), _percent(c.f1), c.support)
             for c in result.classes]
     avg = result.averages
@@ -296,6 +367,7 @@ def _show_evaluation(result: EvalResult) -> None:
     render.show(render.table(f"Per class ({result.data})",
                              ["class", "precision", "recall", "F1", "support"], rows,
                              right=["precision", "recall", "F1", "support"]))
+    show_top_losses(result)
     top5 = ("top-5 accuracy" if result.top5_k == 5
             else f"top-{result.top5_k} accuracy ({result.top5_k} classes)")
     render.show(render.key_values("Evaluation", [
@@ -305,6 +377,7 @@ def _show_evaluation(result: EvalResult) -> None:
         ("top-1 accuracy", _percent(result.top1)),
         (top5, _percent(result.top5)),
         ("confusion matrix", result.confusion_png),
+        *evaluation_rows(result),
         ("metrics", result.metrics_json),
         ("tensorboard", result.tensorboard or "-"),
         ("speed", f"{result.images_per_s:.1f} images/s on {result.device}"),

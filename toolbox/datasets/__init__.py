@@ -4,6 +4,7 @@
 `tb evaluate --dataset`, `tb log-images --dataset`); `tb datasets` fetches and lists.
 """
 
+from toolbox.datasets._augment import OUT_FORMATS, augment_shards
 from toolbox.datasets._download import (
     ChecksumError,
     DownloadError,
@@ -21,6 +22,15 @@ from toolbox.datasets._loader import (
     fetch_command,
     open_dataset,
 )
+from toolbox.datasets._pack import (
+    PACK_MTIME,
+    PackedSplit,
+    PackResult,
+    pack,
+    parse_size,
+    write_index,
+    write_shard,
+)
 from toolbox.datasets._registry import (
     REGISTRY_ENV,
     DatasetInfo,
@@ -29,6 +39,17 @@ from toolbox.datasets._registry import (
     dataset_names,
     get_dataset,
     list_datasets,
+)
+from toolbox.datasets._shards import (
+    INDEX_FILE,
+    INDEX_FORMAT,
+    ShardSample,
+    ShardSet,
+    expand_pattern,
+    looks_like_shards,
+    open_shards,
+    read_samples,
+    shards_of,
 )
 from toolbox.datasets._verify import (
     DatasetRow,
@@ -39,6 +60,10 @@ from toolbox.datasets._verify import (
 )
 
 __all__ = [
+    "INDEX_FILE",
+    "INDEX_FORMAT",
+    "OUT_FORMATS",
+    "PACK_MTIME",
     "REGISTRY_ENV",
     "ROOT_ENV",
     "SPLITS",
@@ -53,18 +78,32 @@ __all__ = [
     "FetchedDataset",
     "FileReport",
     "Member",
+    "PackResult",
+    "PackedSplit",
     "RemoteFile",
+    "ShardSample",
+    "ShardSet",
     "UnsafeArchiveError",
+    "augment_shards",
     "check_dataset",
     "dataset_names",
     "default_root",
     "download",
+    "expand_pattern",
     "extract_archive",
     "fetch_command",
     "fetch_dataset",
     "get_dataset",
     "list_datasets",
     "list_status",
+    "looks_like_shards",
     "md5_file",
     "open_dataset",
+    "open_shards",
+    "pack",
+    "parse_size",
+    "read_samples",
+    "shards_of",
+    "write_index",
+    "write_shard",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import posixpath
 import shutil
 import stat
@@ -57,11 +58,19 @@ def _check_zip_name(archive: Path, info: zipfile.ZipInfo) -> None:
                                  "the archive is damaged or malicious")
 
 
+NAME_MAX = 255  # bytes in one path component (Linux, macOS, Windows: 255 units)
+
+
 def _check_tar_member(archive: Path, member: tarfile.TarInfo, dest: Path,
                       files: set[str]) -> None:
     """Refuse `member` unless it is safe to write into `dest`; `files` holds the (normalised)
     names of the files before it, which are all a hard link may name."""
     hint = "the archive is damaged or malicious; nothing was extracted"
+    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX
+           for part in PurePosixPath(member.name).parts):
+        # No file system takes it: said here, before anything is written.
+        raise ToolboxError(f"cannot extract {archive}: member '{member.name[:60]}...' has a "
+                           f"name longer than {NAME_MAX} bytes", hint)
     if member.islnk() and posixpath.normpath(member.linkname) not in files:
         # tarfile would fall back to extracting the target member again, which for a link to
         # a folder or to itself recurses without end.
@@ -129,7 +138,15 @@ def extract_archive(archive: Path, dest: Path) -> list[Path]:
                     _check_tar_name_once(archive, member, kinds)
                     if member.isreg() or member.islnk():
                         files.add(posixpath.normpath(member.name))
-                tar.extractall(dest, members=members, filter=_data_filter_umask)
+                # Symbolic links last and by hand: when tarfile cannot make a link it copies
+                # the link's target instead, which for a link that leads to itself recurses
+                # without end; made last, no member is ever written through a link.
+                tar.extractall(dest, members=[m for m in members if not m.issym()],
+                               filter=_data_filter_umask)
+                for member in members:
+                    if member.issym():
+                        (dest / member.name).parent.mkdir(parents=True, exist_ok=True)
+                        os.symlink(member.linkname, dest / member.name)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 infos = zf.infolist()

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toolbox import runs
 from toolbox.errors import ToolboxError
@@ -66,6 +66,22 @@ def _read_all(load: Callable[[int], np.ndarray], picks: Sequence[int]) -> list[n
     return images
 
 
+def _shard_images(shards: Any, count: int) -> list[np.ndarray]:
+    from toolbox.datasets import read_samples
+    from toolbox.images import ImageReadError, read_image_bytes
+
+    images: list[np.ndarray] = []
+    for sample in read_samples(shards.urls, shards.classes):
+        if len(images) >= count:
+            break
+        if sample.data is not None:
+            try:
+                images.append(read_image_bytes(sample.data, sample.key))
+            except ImageReadError:
+                continue
+    return images
+
+
 def _folder_images(folder: Path, count: int) -> tuple[str, list[np.ndarray]]:
     from toolbox.images import collect_images, read_image
 
@@ -93,10 +109,12 @@ def _run_val_images(run_dir: Path, count: int) -> tuple[str, list[np.ndarray]]:
         images = _read_all(lambda i: read_image(pairs.val[i].image),
                            _spread(len(pairs.val), count))
         return f"validation images of the run: {pairs.description}", images
-    from toolbox.train.splits import load_splits
+    from toolbox.train.splits import splits_for
 
-    splits = load_splits(data=config.data, dataset=config.dataset, root=config.root,
-                         val_split=config.val_split, seed=config.seed)
+    splits = splits_for(config)
+    if splits.streamed:  # tar shards: the first readable validation samples
+        return f"validation data of the run: {splits.description}", _shard_images(
+            splits.val, count)
     images = _read_all(splits.val.load, _spread(len(splits.val), count))
     return f"validation data of the run: {splits.description}", images
 

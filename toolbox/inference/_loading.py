@@ -155,6 +155,8 @@ class Batch:
     indices: list[int]
     probs: torch.Tensor  # (len(indices), num_classes) float32 on the CPU
     failed: list[tuple[int, str]]  # (item index, reason)
+    # log_softmax of the logits: losses and temperature scaling without log(0) underflow
+    log_probs: torch.Tensor | None = None
 
 
 def loader_workers(count: int, batch_size: int, workers: int | None) -> int:
@@ -193,11 +195,15 @@ def predict_batches(loaded: LoadedModel, count: int, get_image: Callable[[int], 
     with torch.inference_mode():
         for indices, batch, failed in loader:
             if batch is None:
-                yield Batch([], torch.empty(0, len(loaded.class_names)), failed)
+                empty = torch.empty(0, len(loaded.class_names))
+                yield Batch([], empty, failed, empty)
                 continue
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
                 out = loaded.model(batch)
-            probs = (out.float() if loaded.output == "probabilities"
-                     else torch.softmax(out.float(), dim=1)).cpu()
-            yield Batch(indices, probs, failed)
+            if loaded.output == "probabilities":
+                log_probs = out.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+            else:
+                log_probs = torch.log_softmax(out.float(), dim=1)
+            log_probs = log_probs.cpu()
+            yield Batch(indices, log_probs.exp(), failed, log_probs)

@@ -27,10 +27,11 @@ class Guess:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The top-k classes of one image, most probable first."""
+    """The top-k classes of one image, most probable first (and its heat map, with --cam)."""
 
     file: str
     top: list[Guess]
+    cam: str | None = None
 
 
 class NothingPredicted(ToolboxError):
@@ -64,6 +65,37 @@ class PredictResult(PredictionRate):
     predictions: list[Prediction] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
+    # Probabilities divided by the temperature `tb evaluate --calibrate` stored for these
+    # weights; a calibration file fitted for other weights is named with why it was not used.
+    calibrated: bool = False
+    temperature: float | None = None
+    calibration_file: Path | None = None
+    calibration_ignored: str | None = None
+    cam_method: str | None = None
+    cam_layer: str | None = None
+    out: Path | None = None
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """A distinct output stem per input (the file's stem; `stem-2`... when stems repeat)."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in files:
+        n = seen.get(path.stem, 0) + 1
+        seen[path.stem] = n
+        names.append(path.stem if n == 1 else f"{path.stem}-{n}")
+    return names
+
+
+def check_outputs(out: Path, names: Sequence[str], suffixes: Sequence[str],
+                  files: Sequence[Path]) -> None:
+    """Refuse outputs `out/<name><suffix>` that would overwrite one of the inputs."""
+    inputs = {path.resolve() for path in files}
+    for name in names:
+        for suffix in suffixes:
+            if (out / f"{name}{suffix}").resolve() in inputs:
+                raise ToolboxError(f"writing {out / (name + suffix)} would overwrite an input",
+                                   "choose another --out folder")
 
 
 def display_path(path: Path) -> str:
@@ -98,7 +130,9 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
                    checkpoint: str | Path | None = None, model: str | None = None,
                    topk: int = 5, batch_size: int = 32,
                    device: str = "auto", amp: bool = False, workers: int | None = None,
-                   csv_path: str | Path | None = None, progress: Progress | None = None
+                   csv_path: str | Path | None = None, cam: str | None = None,
+                   cam_layer: str | None = None, out: str | Path | None = None,
+                   tensorboard: str | Path | None = None, progress: Progress | None = None
                    ) -> PredictResult:
     """Classify the images in `sources` with the model of `run`, the file `checkpoint`, or the
     pretrained model named `model` (ImageNet classes, offline from the hub cache or a package).
@@ -108,21 +142,41 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     one row per input is written atomically (skipped files carry their reason in the `error`
     column).
 
+    A temperature stored for these weights by `tb evaluate --calibrate` divides the logits
+    (`calibrated` says so). With `cam` (a method of `toolbox.inference.cam`), a heat map of the
+    top class is drawn over each image as `out/<stem>.cam.png`, and with `tensorboard` also
+    logged there as image grids.
+
     Raises:
         NothingPredicted: no inputs at all, or not a single image could be predicted.
-        ToolboxError: no usable model.
+        ToolboxError: no usable model; CAM on an ONNX file or without a target layer; an
+            output that would overwrite an input.
     """
     from toolbox.inference._loading import load_for_inference, predict_batches
+    from toolbox.inference.calibration import apply_temperature, find_calibration
     from toolbox.sources import FileReader
 
     progress = progress or NullProgress()
     if topk < 1:
         raise UsageError(f"--topk must be at least 1, got {topk}")
+    if cam is not None and out is None:
+        raise UsageError("--cam writes one heat-map PNG per image: give --out DIR",
+                         param="--out")
     loaded = load_for_inference(run=run, checkpoint=checkpoint, model=model, device=device)
+    maker = _cam_maker(loaded, cam, cam_layer)
     files, skipped = gather_inputs(sources)
     k = min(topk, len(loaded.class_names))
     result = PredictResult(loaded.meta.model, loaded.model_file, loaded.device_name, k,
-                           skipped=skipped)
+                           skipped=skipped, out=Path(out) if out is not None else None)
+    stored = find_calibration(loaded.model_file, loaded.run_dir)
+    if stored is not None:
+        result.calibration_file = stored.path
+        result.calibration_ignored = stored.ignored_because
+        if stored.calibration is not None:
+            result.calibrated, result.temperature = True, stored.calibration.temperature
+    if maker is not None:
+        result.cam_method, result.cam_layer = maker.method.name, maker.layer.name
+        check_outputs(result.out, output_names(files), (CAM_SUFFIX,), files)
     if not files:
         raise NothingPredicted("no image files to predict",
                                "pass image files, folders or quoted globs", result)
@@ -132,7 +186,9 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     try:
         for batch in predict_batches(loaded, len(files), FileReader(files),
                                      batch_size=batch_size, amp=amp, workers=workers):
-            values, indices = batch.probs.topk(k, dim=1)
+            probs = (apply_temperature(batch.log_probs, result.temperature)
+                     if result.calibrated else batch.probs)
+            values, indices = probs.topk(k, dim=1)
             for row, item in enumerate(batch.indices):
                 top = [Guess(loaded.class_names[int(c)], int(c), float(p))
                        for p, c in zip(values[row], indices[row], strict=True)]
@@ -146,12 +202,70 @@ def predict_images(sources: Sequence[str | Path], *, run: str | Path | None = No
     for item in sorted(by_index):
         entry = by_index[item]
         (result.predictions if isinstance(entry, Prediction) else result.skipped).append(entry)
+    if maker is not None:
+        try:
+            result.predictions = _draw_cams(maker, result.predictions, files, by_index,
+                                            result.out, tensorboard, progress)
+        finally:
+            maker.close()
     if csv_path is not None:
         atomic_write_text(csv_path, predictions_csv(result))
     if not result.predictions:
         raise NothingPredicted(f"no image could be predicted: all {len(result.skipped)} "
                                "inputs were skipped", "check that the files are images", result)
     return result
+
+
+CAM_SUFFIX = ".cam.png"
+CAM_GRID = 64  # heat maps per TensorBoard image
+
+
+def _cam_maker(loaded, cam: str | None, layer: str | None):
+    if cam is None:
+        if layer is not None:
+            raise UsageError("--cam-layer goes with --cam METHOD", param="--cam-layer")
+        return None
+    from toolbox.inference.cam import CamMaker
+
+    return CamMaker(loaded, cam, layer)
+
+
+def _draw_cams(maker, predictions: list[Prediction], files: Sequence[Path],
+               by_index: dict, out: Path, tensorboard: str | Path | None, progress: Progress
+               ) -> list[Prediction]:
+    """Write a heat map of each prediction's top class; returns the predictions with them."""
+    from toolbox.images import ImageReadError, read_image, write_image
+    from toolbox.tensorboard import image_grid
+
+    names = output_names(files)
+    where = {id(entry): i for i, entry in by_index.items()}
+    drawn, overlays = [], []
+    progress.start(f"heat maps ({maker.method.name})", total=len(predictions), unit="images")
+    try:
+        for pred in predictions:
+            i = where[id(pred)]
+            try:
+                image = read_image(files[i])
+            except ImageReadError:  # read a moment ago; changed since: no heat map for it
+                image = None
+            if image is None:
+                drawn.append(pred)
+            else:
+                overlay = maker.overlays([image], [pred.top[0].index])[0][0]
+                path = write_image(out / f"{names[i]}{CAM_SUFFIX}", overlay)
+                drawn.append(Prediction(pred.file, pred.top, display_path(path)))
+                overlays.append(overlay)
+            progress.advance(1)
+    finally:
+        progress.finish()
+    if tensorboard is not None and overlays:
+        from toolbox.tensorboard import add_image, summary_writer
+
+        with summary_writer(tensorboard) as writer:
+            for step, first in enumerate(range(0, len(overlays), CAM_GRID)):
+                grid = image_grid(overlays[first:first + CAM_GRID], size=(224, 224))
+                add_image(writer, f"predict/cam_{maker.method.name}", grid, step=step)
+    return drawn
 
 
 def predictions_csv(result: PredictResult) -> str:

@@ -26,7 +26,7 @@ from toolbox.models._factory import (
 from toolbox.models._info import ModelInfo, model_info
 from toolbox.models._listing import ModelListing, ModelRow, list_models
 from toolbox.models._macs import count_macs
-from toolbox.models._packaged import PACKAGED, PackagedWeights, package_file
+from toolbox.models._packaged import PACKAGED, PackagedWeights, file_sha256, package_file
 from toolbox.models._pretrained import data_config, pretrained_classifier
 from toolbox.models._registry import load_index
 from toolbox.models._segmenter import DECODER, DECODERS, create_segmenter
@@ -64,6 +64,7 @@ __all__ = [
     "create_model",
     "create_segmenter",
     "data_config",
+    "file_sha256",
     "is_code_spec",
     "list_models",
     "load_for_summary",

@@ -27,12 +27,13 @@ from toolbox.inference import (
     PredictionRate,
     load_for_inference,
 )
-from toolbox.inference.predict import display_path, gather_inputs
+from toolbox.inference.predict import check_outputs, display_path, gather_inputs, output_names
 from toolbox.jsonable import to_jsonable
 from toolbox.progress import NullProgress, Progress
 from toolbox.segment.data import find_pairs, read_pair, resize_pair
 from toolbox.segment.metrics import confusion, scores
 from toolbox.segment.overlay import overlay, write_palette_png
+from toolbox.segment.top_losses import MaskTopLoss, WorstImages
 from toolbox.sources import SkippedFile, skipped_json
 
 if TYPE_CHECKING:
@@ -93,17 +94,6 @@ class MaskPredictResult(PredictionRate):
     seconds: float = 0.0
 
 
-def _output_names(files: Sequence[Path]) -> list[str]:
-    """A distinct output stem per input (the file's stem; `stem-2`... when stems repeat)."""
-    seen: dict[str, int] = {}
-    names = []
-    for path in files:
-        n = seen.get(path.stem, 0) + 1
-        seen[path.stem] = n
-        names.append(path.stem if n == 1 else f"{path.stem}-{n}")
-    return names
-
-
 def predict_masks(sources: Sequence[str | Path], *, out: str | Path,
                   run: str | Path | None = None, checkpoint: str | Path | None = None,
                   batch_size: int = 16, device: str = "auto",
@@ -126,13 +116,8 @@ def predict_masks(sources: Sequence[str | Path], *, out: str | Path,
     if not files:
         raise NothingPredicted("no image files to predict",
                                "pass image files, folders or quoted globs", result)
-    names = _output_names(files)
-    inputs = {path.resolve() for path in files}
-    for name in names:
-        for suffix in (MASK_SUFFIX, OVERLAY_SUFFIX):
-            if (out / f"{name}{suffix}").resolve() in inputs:
-                raise ToolboxError(f"writing {out / (name + suffix)} would overwrite an input",
-                                   "choose another --out folder")
+    names = output_names(files)
+    check_outputs(out, names, (MASK_SUFFIX, OVERLAY_SUFFIX), files)
     start = time.perf_counter()
     progress.start("segmenting", total=len(files), unit="images")
     try:
@@ -204,6 +189,8 @@ class MaskEvalResult:
     metrics_json: Path
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
+    top_losses: list[MaskTopLoss] = field(default_factory=list)
+    top_losses_png: Path | None = None
 
 
 def _held_out(data: Path, split: str | None) -> Path:
@@ -220,11 +207,12 @@ def _nan_to_none(value: float) -> float | None:
 def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
                    checkpoint: str | Path | None = None, split: str | None = None,
                    batch_size: int = 16, device: str = "auto", out: str | Path | None = None,
-                   progress: Progress | None = None) -> MaskEvalResult:
+                   top_losses: int = 16, progress: Progress | None = None) -> MaskEvalResult:
     """Score a segmentation model on `data`'s held-out pairs (DIR/val or DIR/test, or
     DIR/`split`, or DIR itself with images/ and masks/): per-class IoU and Dice, mIoU, pixel
     accuracy, and the pixel confusion matrix as `<tag>_confusion.png` and in the metrics JSON
-    in `out` (default RUN/eval).
+    in `out` (default RUN/eval); the `top_losses` images of highest pixel cross-entropy with
+    their true and predicted masks as `top_losses.png` there.
 
     Raises:
         ToolboxError: no model, no pairs, a mask with classes the model does not have.
@@ -247,11 +235,12 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
                            "masks must match the images' names and the model's classes")
     matrix = torch.zeros((len(names), len(names)), dtype=torch.int64)
     scored = 0
+    worst = WorstImages(top_losses)
     start = time.perf_counter()
     progress.start(f"evaluating {folder}", total=len(pairs), unit="images")
     try:
         for first in range(0, len(pairs), batch_size):
-            images, masks = [], []
+            images, masks, files = [], [], []
             for pair in pairs[first:first + batch_size]:
                 try:
                     image, mask = resize_pair(*read_pair(pair), loaded.meta)
@@ -260,9 +249,11 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
                     continue
                 images.append(image)
                 masks.append(mask)
+                files.append(display_path(pair.image))
             if images:
-                preds = _logits(loaded, torch.stack(images)).argmax(dim=1)
-                matrix += confusion(preds, torch.stack(masks), len(names))
+                logits = _logits(loaded, torch.stack(images))
+                matrix += confusion(logits.argmax(dim=1), torch.stack(masks), len(names))
+                worst.add(files, torch.stack(images), torch.stack(masks), logits)
                 scored += len(images)
             progress.advance(len(pairs[first:first + batch_size]))
     finally:
@@ -283,6 +274,7 @@ def evaluate_masks(*, data: str | Path, run: str | Path | None = None,
         pixel_acc=result.pixel_acc, miou=result.miou, mean_dice=result.mean_dice,
         classes=per_class, confusion_matrix=result.matrix, confusion_png=png,
         metrics_json=out_dir / f"{tag}_metrics.json", skipped=skipped, seconds=seconds)
+    evaluation.top_losses, evaluation.top_losses_png = worst.write(out_dir)
     atomic_write_text(evaluation.metrics_json,
                       json.dumps(mask_eval_dict(evaluation), indent=2) + "\n")
     return evaluation

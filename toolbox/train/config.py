@@ -28,6 +28,13 @@ class FinetuneConfig:
     data: str | None = None  # ImageFolder tree (with train/ and val/, or split)
     dataset: str | None = None  # a data set fetched by `tb datasets fetch`
     root: str | None = None
+    # a CSV table (`--labels FILE` beside `--data IMAGES_DIR`, or `--data labels.csv`)
+    labels: str | None = None
+    path_column: str | None = None  # None: the first column that names existing files
+    label_column: str | None = None  # None: "label"
+    split_column: str | None = None  # values train/val, instead of --val-split
+    val_data: str | None = None  # validation data of its own (a folder, a CSV or shards)
+    shuffle_buffer: int = 1000  # shards: samples mixed in each loader worker's buffer
     val_split: float = 0.2
     img_size: int | None = None
     augment: str | None = None
@@ -121,6 +128,7 @@ class FinetuneConfig:
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (self.backbone_lr_scale > 0, "--backbone-lr-scale must be positive"),
             (self.workers is None or self.workers >= 0, "--workers must not be negative"),
+            (self.shuffle_buffer >= 0, "--shuffle-buffer must not be negative"),
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must not be negative"),
             (0.0 < self.ema_decay < 1.0, "--ema-decay must be between 0 and 1"),
             (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
@@ -155,6 +163,11 @@ class FinetuneConfig:
                                  "--export-segmentation DIR`")
             if self.label_smoothing:
                 raise UsageError("--label-smoothing does not apply to --task segment")
+            table = [f for f, v in (("--labels", self.labels), ("--val-data", self.val_data),
+                                    ("--split-column", self.split_column)) if v]
+            if table or str(self.data).lower().endswith(".csv") or ".tar" in str(self.data):
+                raise UsageError("--task segment reads a folder of images and masks, not a "
+                                 "CSV or shards", param=table[0] if table else "--data")
             # Masks are resized whole with their images (every pixel keeps a label), and
             # per-pixel classes have no per-image counts to balance.
             for flag, value, default in (("--resize", self.resize, "crop"),
@@ -205,3 +218,6 @@ class FinetuneConfig:
                              "drop one of them", param="--feature-cache")
         if self.data and self.dataset:
             raise UsageError("pass either --data or --dataset, not both")
+        if self.labels and not self.data:
+            raise UsageError("--labels FILE needs --data IMAGES_DIR (where its paths start)",
+                             param="--labels")

@@ -25,7 +25,7 @@ RESUMABLE = frozenset({
     "batch_size", "grad_accum", "clip_grad", "momentum", "workers", "device", "cache", "amp",
     "amp_dtype", "channels_last", "compile", "label_smoothing", "patience", "min_delta", "ema",
     "ema_decay", "mixup", "cutmix", "class_weights", "sampler", "feature_cache",
-    "feature_cache_dir",
+    "feature_cache_dir", "shuffle_buffer",
 })
 # The subset that changes the learning-rate plan (the schedule is re-planned).
 SCHEDULE_KEYS = frozenset({

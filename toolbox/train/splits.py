@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from toolbox import runs
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
 from toolbox.sources import (
     ArraySource,
     FetchedSource,
@@ -44,6 +44,11 @@ class DataSplits:
         sources = [getattr(s, "base", s) for s in (self.train, self.val)]
         found = [item for s in sources for item in getattr(s, "not_images", [])]
         return list(dict.fromkeys(found))  # a split folder's two subsets share one source
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the samples are tar shards read in order (not indexable sources)."""
+        return not hasattr(self.train, "targets")
 
 
 def stratified_split(targets: np.ndarray, val_fraction: float, seed: int
@@ -102,14 +107,48 @@ def digits_source() -> ArraySource:
     return ArraySource(images, target, [str(d) for d in range(10)])
 
 
+def splits_for(cfg: Any) -> DataSplits:
+    """The splits a run's settings (`FinetuneConfig`) describe."""
+    return load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
+                       val_split=cfg.val_split, seed=cfg.seed, labels=cfg.labels,
+                       path_column=cfg.path_column, label_column=cfg.label_column,
+                       split_column=cfg.split_column, val_data=cfg.val_data)
+
+
 def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Path | None,
-                val_split: float, seed: int) -> DataSplits:
-    """Find the training and validation data the options describe.
+                val_split: float, seed: int, labels: str | Path | None = None,
+                path_column: str | None = None, label_column: str | None = None,
+                split_column: str | None = None, val_data: str | Path | None = None
+                ) -> DataSplits:
+    """Find the training and validation data the options describe: a folder, a CSV table
+    (`data` itself, or `labels` with paths relative to the folder `data`), tar shards, a
+    fetched data set or the demo digits; `val_data` names separate validation data.
 
     Raises:
         ToolboxError: missing folder or data set, fewer than two classes, an empty class folder,
             class folders that differ between train/ and val/.
     """
+    from toolbox.train import table_splits
+
+    if data is not None and table_splits.is_table(data, labels, val_data):
+        parts = table_splits.table_parts(
+            data=data, labels=labels, path_column=path_column, label_column=label_column,
+            split_column=split_column, val_data=val_data, readable_rows=readable_rows)
+        if parts.val is None:  # a table without a split: stratified, as a plain folder
+            train_idx, val_idx = stratified_split(parts.train.targets, val_split, seed)
+            parts.val = SubsetSource(parts.train, val_idx)
+            parts.train = SubsetSource(parts.train, train_idx)
+            parts.description += f" (stratified {val_split:g} validation split, seed {seed})"
+        splits = DataSplits(parts.train, parts.val, parts.classes, parts.description,
+                            skipped=parts.skipped)
+        _check_classes(splits.classes, splits.description)
+        if len(splits.train) == 0 or len(splits.val) == 0:
+            raise ToolboxError(f"{splits.description}: the training or validation split is "
+                               "empty", "give both splits images")
+        return splits
+    if val_data is not None:
+        raise UsageError("--val-data needs --data (a folder, a CSV or shards)",
+                         param="--val-data")
     if data is not None:
         data = Path(data)
         if not data.is_dir():
@@ -159,6 +198,12 @@ def load_splits(*, data: str | Path | None, dataset: str | None, root: str | Pat
 
 
 def _readable_only(source: FileSource) -> tuple[FileSource, list[SkippedFile]]:
+    """The files of `source` that open as images, and the ones that do not."""
+    readable, skipped, _ = readable_rows(source)
+    return readable, skipped
+
+
+def readable_rows(source: FileSource) -> tuple[FileSource, list[SkippedFile], np.ndarray]:
     """The files of `source` that open as images, and the ones that do not.
 
     Run before a split is drawn, so that no class ends up with only unreadable validation
@@ -170,11 +215,11 @@ def _readable_only(source: FileSource) -> tuple[FileSource, list[SkippedFile]]:
         reasons = list(pool.map(probe_image, source.paths, chunksize=64))
     keep = [i for i, reason in enumerate(reasons) if reason is None]
     if len(keep) == len(source.paths):
-        return source, []
+        return source, [], np.arange(len(keep))
     skipped = [SkippedFile(source.describe(i), reason) for i, reason in enumerate(reasons)
                if reason is not None]
-    return FileSource([source.paths[i] for i in keep], source.targets[keep], source.classes,
-                      source.root, source.not_images), skipped
+    return (FileSource([source.paths[i] for i in keep], source.targets[keep], source.classes,
+                       source.root, source.not_images), skipped, np.asarray(keep, dtype=np.int64))
 
 
 def _check_classes(classes: Sequence[str], where: str) -> None:

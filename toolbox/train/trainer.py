@@ -34,7 +34,8 @@ from toolbox.train.optim import LrSchedule, build_optimizer
 from toolbox.train.results import EpochRow, FinetuneResult, RunStart
 from toolbox.train.resume import ResumePlan, backbone_scale, replan_for
 from toolbox.train.run_log import RunLog, open_run_log
-from toolbox.train.splits import load_splits
+from toolbox.train.shard_data import shard_run_data
+from toolbox.train.splits import splits_for
 from toolbox.train.start import model_for_run, run_start, write_args
 from toolbox.train.stopping import write_result
 
@@ -76,12 +77,18 @@ class Trainer:
         """(splits, model, meta, run data): the data found, the model built, the images
         decoded (or ready to be) with the loaders over them."""
         cfg, ctx = self.cfg, self.ctx
-        splits = load_splits(data=cfg.data, dataset=cfg.dataset, root=cfg.root,
-                                      val_split=cfg.val_split, seed=cfg.seed)
+        splits = splits_for(cfg)
         if cfg.img_size is None and splits.default_img_size:
             cfg.img_size = splits.default_img_size
         built, meta = model_for_run(cfg, splits.classes, self.saved, self.resumed_from,
                                     self.device)
+        workers = cfg.workers if cfg.workers is not None else default_workers(cap=8)
+        if splits.streamed:  # tar shards: read in order, never indexed or cached
+            return splits, built, meta, shard_run_data(
+                splits, meta, batch_size=cfg.batch_size, seed=cfg.seed, workers=workers,
+                augment=cfg.augment, buffer=cfg.shuffle_buffer, cache=cfg.cache,
+                sampler=cfg.sampler, rank=ctx.rank, world_size=ctx.world_size,
+                pin_memory=self.device.type == "cuda", progress=self.progress)
         data, line, warnings = feature_data_for(cfg, ctx, self.device, self.amp, self.progress,
                                                 splits, built, meta)
         built.warnings.extend(warnings)
@@ -90,8 +97,7 @@ class Trainer:
             return splits, built, meta, data
         data = data_mod.prepare_run_data(
             splits, meta, batch_size=cfg.batch_size, seed=cfg.seed, cache=cfg.cache,
-            workers=cfg.workers if cfg.workers is not None else default_workers(cap=8),
-            augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
+            workers=workers, augment=cfg.augment, rank=ctx.rank, world_size=ctx.world_size,
             pin_memory=self.device.type == "cuda", progress=self.progress, sampler=cfg.sampler)
         data.features = line
         return splits, built, meta, data
