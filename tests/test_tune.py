@@ -148,6 +148,9 @@ def test_best_yaml_replays_to_the_same_metric_and_hparams_are_logged(invoke, dat
     assert settings["lr"] == pytest.approx(best["params"]["lr"]) and settings["seed"] == 3
     # --keep best: only the best trial's run folder is left.
     assert sorted(p.name for p in (out / "trials").iterdir()) == [f"{best['number']:04d}"]
+    # A trial keeps its best weights, not the per-epoch checkpoints nobody resumes.
+    kept = out / "trials" / f"{best['number']:04d}"
+    assert (kept / "model.safetensors").is_file() and not (kept / "checkpoints").exists()
     # TensorBoard: every trial under one logdir, its hparams and its metric.
     logs = sorted((out / "tensorboard").iterdir())
     assert [p.name for p in logs] == [f"{t['number']:04d}" for t in payload["trials"]]

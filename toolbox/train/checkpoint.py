@@ -153,11 +153,17 @@ class CheckpointSaver:
     epoch, `best.pt` and `model.safetensors` (the better of the raw and the EMA weights) when the
     validation score improves, and `last.pt` when the run is interrupted."""
 
-    def __init__(self, run_dir: Path, channels_last: bool = False) -> None:
+    def __init__(self, run_dir: Path, channels_last: bool = False,
+                 checkpoints: bool = True) -> None:
         self.run_dir = run_dir
         self.channels_last = channels_last
+        self.checkpoints = checkpoints  # False: model.safetensors only (see `finetune`)
 
     def save_epoch(self, state: TrainState, improved: bool) -> None:
+        if not self.checkpoints:
+            if improved:
+                self._save_model_file(state)
+            return
         saved = state.to_dict()
         last = save_checkpoint(checkpoint_path(self.run_dir, LAST_CHECKPOINT), saved)
         if improved:

@@ -50,7 +50,8 @@ class ResumeOverrides:
 def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
              resume_overrides: ResumeOverrides | None = None, progress: Progress | None = None,
              on_start: Callable[[RunStart], None] | None = None,
-             on_epoch: Callable[[EpochRow], None] | None = None) -> FinetuneResult:
+             on_epoch: Callable[[EpochRow], None] | None = None,
+             checkpoints: bool = True) -> FinetuneResult:
     """Fine-tune a model and write a run folder (see `toolbox.runs` for its layout).
 
     Args:
@@ -63,6 +64,9 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
         on_epoch: called after every epoch with its figures (rank 0 only). Raising
             KeyboardInterrupt there behaves like Ctrl-C; raising `StopRun` ends the run after
             that epoch, as `--patience` does.
+        checkpoints: False writes no `checkpoints/*.pt` after the epochs (the best weights
+            still go to `model.safetensors`): for runs nobody resumes, such as a study's
+            trials, which otherwise spend much of their time writing optimizer states.
 
     Raises:
         ToolboxError: bad data, model, weights or checkpoint; a non-finite loss.
@@ -96,7 +100,7 @@ def finetune(config: FinetuneConfig, *, resume: str | Path | None = None,
         config.out = str(run_dir)
         trainer = _trainer_class(config.task)
         return trainer(config, ctx, device, run_dir, state, resumed_from, progress,
-                       on_start, on_epoch, lr_note, plan).run()
+                       on_start, on_epoch, lr_note, plan, checkpoints).run()
     finally:
         ctx.close()
 

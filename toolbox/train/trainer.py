@@ -59,14 +59,15 @@ class Trainer:
     def __init__(self, cfg: FinetuneConfig, ctx: DistContext, device: torch.device,
                  run_dir: Path, saved: dict[str, Any] | None, resumed_from: Path | None,
                  progress: Progress, on_start: Callable | None, on_epoch: Callable | None,
-                 lr_note: str | None = None, plan: ResumePlan | None = None) -> None:
+                 lr_note: str | None = None, plan: ResumePlan | None = None,
+                 checkpoints: bool = True) -> None:
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, device, run_dir
         # lr_note: why cfg.lr, when the mode chose it
         self.saved, self.resumed_from, self.lr_note = saved, resumed_from, lr_note
         self.plan = plan  # what --resume changed, if anything
         self.progress = progress if ctx.is_main else NullProgress()
         self.on_start, self.on_epoch = on_start, on_epoch
-        self.saver = CheckpointSaver(run_dir, cfg.channels_last)
+        self.saver = CheckpointSaver(run_dir, cfg.channels_last, checkpoints)
         self.head_net: nn.Module | None = None  # set when the head trains on cached features
         self.stop_requested: str | None = None  # why on_epoch ended the run (`StopRun`)
 

@@ -77,7 +77,7 @@ class TrialRunner:
         try:
             finetune(config, progress=NullProgress(),
                      on_start=lambda start: self._on_start(trial.number, start),
-                     on_epoch=on_epoch)
+                     on_epoch=on_epoch, checkpoints=False)
         except KeyboardInterrupt:
             trial.set_user_attr(REASON_ATTR, "interrupted")
             raise
