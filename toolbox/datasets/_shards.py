@@ -28,7 +28,8 @@ from toolbox.sources import SkippedFile
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "tb-shards-1"
-MAX_SHARDS = 1_000_000  # what one pattern may name (a million 256 MB shards: 256 TB)
+MAX_SHARDS = 100_000  # what one pattern may name (100,000 shards of 256 MB: 25.6 TB)
+MAX_GLOBS = 1_000  # brace expansions that are globs: each one lists a folder
 IMAGE_KEYS = tuple(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
 
 
@@ -63,6 +64,9 @@ def expand_pattern(pattern: str) -> list[str]:
     if len(parts) > MAX_SHARDS:
         raise ToolboxError(f"shard pattern {pattern} names more than {MAX_SHARDS:,} shards",
                            "pack into larger shards (--shard-size)")
+    if len(parts) > MAX_GLOBS and any(glob.has_magic(part) for part in parts):
+        raise ToolboxError(f"shard pattern {pattern} names more than {MAX_GLOBS:,} globs",
+                           "use braces for the numbers or one glob, not both over many")
     for part in parts:
         if is_remote(part):
             found.append(part)
