@@ -46,6 +46,31 @@ def test_finetune_start_up_leaves_out_what_a_run_does_not_use(tmp_path):
                                  "toolbox.segment"))}
 
 
+def test_validation_workers_start_with_the_epoch_and_see_each_image_once(tmp_path):
+    """Forked when the epoch starts (not from the process an epoch of training grew), the
+    validation pass's workers decode while the model trains; the pass still yields every
+    validation image once and fills the in-memory cache, so the next pass slices it."""
+    import torch
+
+    from toolbox.models import ModelMeta
+    from toolbox.train.data import prepare_run_data
+    from toolbox.train.splits import load_splits
+
+    splits = load_splits(data=digits_folder(tmp_path / "d", per_class=10, classes=3),
+                         dataset=None, root=None, val_split=0.3, seed=0)
+    meta = ModelMeta(model="x", num_classes=3, input_size=(3, 16, 16))
+    data = prepare_run_data(splits, meta, batch_size=3, seed=0, workers=2, cache=True,
+                            augment=None)
+    batches = data.start_epoch(1)
+    assert data.val_loader.started is not None and not data.val.complete
+    assert sum(len(labels) for _, labels in batches) == len(splits.train)
+    first = list(data.val_loader)
+    assert data.val_loader.started is None and data.val.complete
+    assert torch.cat([labels for _, labels in first]).tolist() == data.val.targets.tolist()
+    again = list(data.val_loader)  # from the cache now (the EMA pass, later epochs)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+
+
 def test_not_image_files_count_in_the_skipped_total(tmp_path, invoke):
     data = digits_folder(tmp_path / "d", per_class=6, classes=2)
     (data / "digit0" / "notes.txt").write_text("not a picture")

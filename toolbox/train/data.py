@@ -334,6 +334,7 @@ class ShardLoader:
         self.indices = indices
         self.batch_size = batch_size
         self.loader = None
+        self.started: Any = None  # the next pass's batches, workers already forked (`start`)
         if not images.complete:
             sampler = EpochSampler()
             sampler.set(0, indices)
@@ -345,9 +346,17 @@ class ShardLoader:
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
 
+    def start(self) -> None:
+        """Start the next pass's loader workers now, if it has images to decode (see
+        `RunData.start_epoch`)."""
+        if self.loader is not None and not self.images.complete and self.started is None:
+            self.started = iter(self.loader)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.loader is not None and not self.images.complete:
-            yield from _readable_batches(self.loader, self.images, keep=True)
+            batches = self.loader if self.started is None else self.started
+            self.started = None
+            yield from _readable_batches(batches, self.images, keep=True)
             return
         index = torch.as_tensor(self.indices, dtype=torch.long)
         for start in range(0, len(index), self.batch_size):
@@ -371,6 +380,19 @@ class RunData:
     unit: str = "unreadable image(s)"  # what a skipped sample is, in the start table's warning
     # The start table's features line: cached (frozen runs, `train.feature_data`) or why not.
     features: str | None = None
+
+    def start_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training batches of `epoch`, with the validation pass's loader workers started
+        beside the training loader's.
+
+        Forked after the training pass instead, the workers would share the heap that the
+        epoch's activations grew, and each page the validation forward then wrote would be
+        copied while they lived: resnet18's first validation batch at 64 px took 0.38 s instead
+        of 0.11 s. Started now, they decode their first batches while the model trains.
+        """
+        batches = self.loader.batches(epoch)
+        self.val_loader.start()
+        return batches
 
     def class_weights(self, rule: str) -> list[float] | None:
         """The loss's per-class weights for `--class-weights rule` (None: unweighted)."""

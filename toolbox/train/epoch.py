@@ -88,7 +88,7 @@ def run_epoch(trainer: Any, log: Any, batches: Any = None) -> None:
         mixer.set_epoch(epoch)
     t0 = time.perf_counter()
     stats = train_epoch(
-        trainer.net, batches or loader.batches(epoch), epoch=epoch,
+        trainer.net, batches or trainer.data.start_epoch(epoch), epoch=epoch,
         num_batches=loader.num_batches(epoch), optimizer=state.optimizer,
         schedule=state.schedule, loss_fn=trainer.train_loss_fn, amp=trainer.amp,
         meta=state.meta, device=trainer.device, meter=meter, grad_accum=cfg.grad_accum,

@@ -191,13 +191,22 @@ class ShardVal:
                  workers: int) -> None:
         self.split, self.batch_size = split, batch_size
         self.loader = _loader(stream, workers, False)
+        self.started: Any = None  # the next pass, workers already forked (`start`)
 
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
 
+    def start(self) -> None:
+        """Start the next pass's loader workers now (see `RunData.start_epoch`)."""
+        if self.started is None:
+            self.started = iter(self.loader)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         skipped = []
-        for _, batch, labels, bad in self.loader:
+        # Not `started or loader`: truth-testing a loader asks for its length, which a stream lacks.
+        batches = self.loader if self.started is None else self.started
+        self.started = None
+        for _, batch, labels, bad in batches:
             skipped.extend(item for _, item in bad)
             if batch is not None:
                 yield batch, labels

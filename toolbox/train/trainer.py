@@ -199,7 +199,7 @@ class Trainer:
                 self.progress.note(message)
         with open_run_log(self.run_dir, ctx.is_main, self.progress) as log, frozen_heap():
             # The loader workers start decoding the first batches while the graph is traced.
-            first = (self.data.loader.batches(state.epoch + 1) if state.epoch < cfg.epochs
+            first = (self.data.start_epoch(state.epoch + 1) if state.epoch < cfg.epochs
                      else None)
             if state.epoch == 0:
                 self._log_start(log)
