@@ -26,7 +26,7 @@ from toolbox.errors import ToolboxError
 from toolbox.sources import SkippedFile
 from toolbox.train import balance
 from toolbox.train.config import FinetuneConfig
-from toolbox.train.data import BatchLoader, RunData, ShardLoader
+from toolbox.train.data import BatchLoader, ShardLoader
 from toolbox.train.feature_keys import (
     ImageKeys,
     keys_array,
@@ -42,6 +42,7 @@ from toolbox.train.features import (
     compute_features,
     split_problem,
 )
+from toolbox.train.run_data import RunData
 from toolbox.train.sampling import rank_share
 
 # Features of a run kept in memory up to this size; above it they are read from the mapped

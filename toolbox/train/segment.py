@@ -25,11 +25,12 @@ from toolbox.segment import (
 )
 from toolbox.tensorboard import tensorboard_command
 from toolbox.train.checkpoint import check_classes, load_model_state, row_dict
-from toolbox.train.data import BatchLoader, RunData, ShardLoader
+from toolbox.train.data import BatchLoader, ShardLoader
 from toolbox.train.ema import ema_columns, ema_scalars
 from toolbox.train.metrics import write_metrics_csv
 from toolbox.train.modeling import TrainableModel
 from toolbox.train.results import FinetuneResult
+from toolbox.train.run_data import RunData
 from toolbox.train.trainer import Trainer
 
 OVERLAY_IMAGES = 8  # validation images shown in TensorBoard each epoch

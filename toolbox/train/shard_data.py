@@ -30,8 +30,9 @@ from toolbox.models import ModelMeta
 from toolbox.preprocess import resize_crop_uint8
 from toolbox.progress import NullProgress, Progress
 from toolbox.sources import SkippedFile
-from toolbox.train.data import RunData, collate_samples
+from toolbox.train.data import collate_samples
 from toolbox.train.distributed import launch_ranks
+from toolbox.train.run_data import RunData
 from toolbox.train.sampling import sample_seed
 
 CHUNK = 32  # images a loader worker hands over at a time
