@@ -1,9 +1,12 @@
-"""Shared by the benchmarks: run a command and track the peak RSS of its whole process tree."""
+"""Shared by the benchmarks: run a command and track the peak RSS of its whole process tree, or
+read the peak of its largest process from the kernel."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -46,3 +49,24 @@ def run_with_peak_rss(cmd: list[str], *, env: dict | None = None, track: bool = 
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak
+
+
+def run_with_largest_rss(cmd: list[str], *, env: dict | None = None
+                         ) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `cmd` to the end; return it and the peak RSS of its largest single process (the
+    command itself or a child it waited for, such as a loader worker), in MiB.
+
+    The kernel's own figure (`wait4`'s `ru_maxrss`), so it is exact and costs the command
+    nothing. A sum over the tree counts each page a worker shares with the process it was
+    forked from once per worker, and polling it catches a short peak or misses it by chance.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), usage.ru_maxrss / 1024

@@ -12,6 +12,7 @@ runs); validation features always in float32, as validation (and `tb evaluate`) 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from toolbox.train.features import (
     FeaturePass,
     check_split,
     compute_features,
+    feature_batches,
     split_problem,
 )
 from toolbox.train.run_data import RunData
@@ -194,12 +196,15 @@ class FeatureData:
             return problem or "another process could not split the model at its features"
         cfg = self.cfg
         workers = cfg.workers if cfg.workers is not None else _default_workers()
-        for request, todo in zip(requests, missing, strict=True):
+        # No gradients: twice the batch in the memory a training step takes.
+        batches, counts = feature_batches(
+            [(r.source, todo, r.label) for r, todo in zip(requests, missing, strict=True)],
+            meta, batch_size=cfg.batch_size * 2, workers=workers)
+        for request, todo, count in zip(requests, missing, counts, strict=True):
             amp = self.amp if request.precision != "float32" else None
             request.passed = compute_features(
-                # No gradients: twice the batch in the memory a training step takes.
-                built.model, request.source, todo, meta, batch_size=cfg.batch_size * 2,
-                workers=workers, device=self.device,
+                built.model, itertools.islice(batches, count), len(todo), meta=meta,
+                device=self.device,
                 autocast=amp.autocast if amp is not None else None, progress=self.progress,
                 label=request.label)
         return None

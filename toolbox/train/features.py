@@ -11,8 +11,9 @@ is training the whole model with the backbone fixed.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,6 @@ from toolbox.progress import NullProgress, Progress
 from toolbox.sources import SkippedFile
 from toolbox.train import data as data_mod
 from toolbox.train.engine import to_input
-from toolbox.train.sampling import EpochSampler
 
 SPLIT = "timm-pre-logits"  # how the body ends: part of every feature set's key
 GRID_IMAGES = 32
@@ -104,29 +104,62 @@ class FeaturePass:
     grid: torch.Tensor | None = None  # the first decoded images (TensorBoard's image grid)
 
 
-def compute_features(model: nn.Module, source: Any, indices: list[int], meta: ModelMeta, *,
-                     batch_size: int, workers: int, device: torch.device, autocast: Any = None,
+class _PassSamples(torch.utils.data.Dataset):
+    """The samples of several feature passes in one index space: item (k, i) is sample i of
+    pass k, so that one loader decodes them all."""
+
+    def __init__(self, datasets: list[data_mod.StreamDataset]) -> None:
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        k, index = item
+        return self.datasets[k][(0, index, 0)]
+
+
+def feature_batches(passes: Sequence[tuple[Any, list[int], str]], meta: ModelMeta, *,
+                    batch_size: int, workers: int) -> tuple[Iterator[Any], list[int]]:
+    """The decoded batches of every feature pass (a source, its sample indices and its label),
+    pass after pass, from one loader; and how many batches each pass has.
+
+    One loader, so one set of workers forked once, before any forward ran: workers forked for
+    the validation pass after the training pass would share the heap its forwards grew, and
+    each page the next forward wrote would be copied while they lived (see
+    `RunData.start_epoch`); two sets alive at once would double what the workers hold.
+    """
+    datasets = [data_mod.StreamDataset(data_mod.PreparedImages(
+        source, meta, cache=False, workers=workers, label=label))
+        for source, _, label in passes]
+    counts = [math.ceil(len(indices) / batch_size) for _, indices, _ in passes]
+    batches = [[(k, i) for i in indices[start:start + batch_size]]
+               for k, (_, indices, _) in enumerate(passes)
+               for start in range(0, len(indices), batch_size)]
+    if not batches:
+        return iter(()), counts
+    loader = torch.utils.data.DataLoader(
+        _PassSamples(datasets), batch_sampler=batches, num_workers=workers,
+        collate_fn=data_mod.collate_samples)
+    return iter(loader), counts
+
+
+def compute_features(model: nn.Module, batches: Any, total: int, *, meta: ModelMeta,
+                     device: torch.device, autocast: Any = None,
                      progress: Progress | None = None, label: str = "images") -> FeaturePass:
-    """The body's features of `source`'s samples `indices`: decoded and resized in the loader's
-    workers (as an uncached epoch would), the body in eval mode without gradients, under
-    `autocast` when given (a context-manager factory)."""
+    """The body's features of the `total` samples in `batches` (one pass's share of
+    `feature_batches`), the body in eval mode without gradients, under `autocast` when given
+    (a context-manager factory)."""
     progress = progress or NullProgress()
     done = FeaturePass()
-    if not indices:
+    if not total:
         return done
     start = time.perf_counter()
-    images = data_mod.PreparedImages(source, meta, cache=False, workers=workers, label=label)
-    sampler = EpochSampler()
-    sampler.set(0, indices)
-    loader = torch.utils.data.DataLoader(
-        data_mod.StreamDataset(images), batch_size=batch_size, sampler=sampler,
-        num_workers=workers, prefetch_factor=4 if workers > 0 else None,
-        collate_fn=data_mod.collate_samples)
     model.eval()
-    progress.start(f"computing features of {label}", total=len(indices), unit="images")
+    progress.start(f"computing features of {label}", total=total, unit="images")
     try:
         with torch.no_grad():
-            for local, batch, _, bad in loader:
+            for local, batch, _, bad in batches:
                 done.skipped.extend(bad)
                 if batch is not None:
                     if done.grid is None:
