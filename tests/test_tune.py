@@ -294,6 +294,30 @@ def test_two_processes_share_one_study(data, tmp_path, session_cache, kind):
     assert len({t.params["lr"] for t in study.trials}) == 6
 
 
+@pytest.mark.parametrize("message", ["table studies already exists", "database is locked"])
+def test_a_process_that_loses_the_race_to_make_the_tables_tries_again(tmp_path, monkeypatch,
+                                                                     message):
+    """What the other process of a job array makes a moment earlier fails this one's first
+    try (SQLite: a table it found missing, then made by the other, or the file locked)."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from toolbox.tune import open_storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            real(*a, **k)  # the other process's tables
+            raise OperationalError("CREATE TABLE studies", {}, Exception(message))
+        return real(*a, **k)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = open_storage(f"sqlite:///{tmp_path / 'shared.db'}")
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+
 @pytest.mark.slow
 def test_an_interrupted_study_continues(data, tmp_path, session_cache):
     command = [str(TB), "tune", *args(data), "--pruner", "none", "--trials", "40", "--study",

@@ -71,8 +71,9 @@ def open_storage(url: str) -> Any:
 
 def _open_rdb(url: str) -> Any:
     """Optuna's RDBStorage on `url`, its tables made. Processes that start together on a new
-    database (a job array) race to make the tables, and all but one fail on the version row
-    or a locked SQLite file: those try again, and find the tables made."""
+    database (a job array) race to make the tables, and all but one fail on the version row,
+    a locked SQLite file or a table another one made a moment ago: those try again, and find
+    the tables made."""
     import time
 
     import optuna
@@ -85,7 +86,8 @@ def _open_rdb(url: str) -> Any:
             storage.get_all_studies()  # a lazily connecting engine answers now, or fails now
             return storage
         except (IntegrityError, OperationalError) as exc:
-            racing = isinstance(exc, IntegrityError) or "locked" in str(exc)
+            racing = (isinstance(exc, IntegrityError)
+                      or any(word in str(exc) for word in ("locked", "already exists")))
             if not racing or attempt + 1 == _CREATE_TRIES:
                 raise
             time.sleep(0.2 * (attempt + 1))
