@@ -30,6 +30,7 @@ HOSTILE = ["epochs: " + "9" * 5000, "a: &a [*a]\nlr: *a", "lr: " + "[" * 3000 + 
                             _VALUES, max_size=4).map(yaml.safe_dump)
        | st.sampled_from(HOSTILE) | st.text(max_size=40))
 @example(text="data: " + "x" * 300)
+@example(text="out: " + "x" * 300)  # a run folder name longer than NAME_MAX
 def test_config_files_load_and_validate_or_are_refused(tmp_path, monkeypatch, text):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "args.yaml"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolbox.errors import ToolboxError
+from toolbox.fileio import is_file
 
 ARGS_FILE = "args.yaml"
 METRICS_FILE = "metrics.csv"
@@ -32,8 +33,9 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 def holds_run(run_dir: str | Path) -> bool:
-    """Whether `run_dir` already holds a run (a checkpoint or a model file)."""
-    return checkpoint_path(run_dir).is_file() or (Path(run_dir) / MODEL_FILE).is_file()
+    """Whether `run_dir` already holds a run (a checkpoint or a model file); False for a name
+    no folder can have (longer than the system allows), which making the folder reports."""
+    return is_file(checkpoint_path(run_dir)) or is_file(Path(run_dir) / MODEL_FILE)
 
 
 def find_model_file(run_or_file: str | Path) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import operator
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,11 @@ def parse_inline(text: str, where: str = "") -> list[Step]:
     """Steps from inline text: augmenter calls separated by `;`, `,` or new lines."""
     text = text.strip()
     try:
-        tree = ast.parse(text, mode="exec")
+        # Python's parser warns about escapes like '\,' in string literals; a user's spec is
+        # no source file, so say nothing (3.12 turns it into a SyntaxWarning shown by default).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+            tree = ast.parse(text, mode="exec")
     except SyntaxError as exc:
         col = f" at column {exc.offset}" if exc.offset else ""
         raise _err(where, f"cannot parse pipeline spec {_shorten(text)!r}: {exc.msg}{col}",
