@@ -231,6 +231,8 @@ def shard_run_data(splits: Any, meta: ModelMeta, *, batch_size: int, seed: int, 
         UsageError: options that need indexable data (`--cache`, `--sampler balanced`), or
             fewer shards than processes.
     """
+    import webdataset  # noqa: F401  here, once: forked loader workers inherit it, not import it
+
     from toolbox.datasets import shards_of
 
     if cache:
