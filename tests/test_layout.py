@@ -113,7 +113,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(rooms.split()) for rooms in
     "csv_source",
     "sources preprocess",
     "models images",
-    "fileio devices progress tensorboard jsonable losses paths runs sharding",
+    "runs",  # asks fileio whether a name can be a file
+    "fileio devices progress tensorboard jsonable losses paths sharding",
     "errors",
 ))
 MAX_LINES = 450
