@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,16 @@ from typer.testing import CliRunner
 from toolbox.cli.app import app
 
 TB = Path(sys.executable).parent / "tb"
+
+
+def ctrl_c_delivered() -> None:
+    """A `preexec_fn` for a `tb` subprocess a test sends Ctrl-C: undo an inherited SIG_IGN for
+    SIGINT (a suite started in the background by a non-interactive shell, or under nohup,
+    passes one on, and Python then ignores Ctrl-C), so the child sees it as a terminal user's
+    tb does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 REPO = Path(__file__).resolve().parent.parent
 # Debian's dataset-fashion-mnist files; `make test` points elsewhere when it had to fetch them.
 FASHION_MNIST_DIR = Path(os.environ.get("TB_TEST_FASHION_MNIST")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FASHION_MNIST_DIR, TB
+from conftest import FASHION_MNIST_DIR, TB, ctrl_c_delivered
 from finetune_helpers import FASHION_CLASSES, pick, read_events, read_fashion_mnist
 from finetune_helpers import write_image_folder as write_folder
 
@@ -68,19 +68,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200"}
 
 
-def _ctrl_c_delivered() -> None:
-    """Undo an inherited SIG_IGN for SIGINT (a suite started in the background by a
-    non-interactive shell passes one on), so the child sees Ctrl-C as a terminal user's tb does."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_saves_last_checkpoint_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [str(TB), "finetune", "--model", "test_resnet", "--img-size", "16", "--no-pretrained",
          "--epochs", "50", "--out", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-        preexec_fn=_ctrl_c_delivered)
+        preexec_fn=ctrl_c_delivered)
     try:
         for line in proc.stderr:  # wait for the first finished epoch
             if line.startswith("epoch 1:"):

@@ -114,7 +114,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(rooms.split()) for rooms in
     "sources preprocess",
     "models images",
     "runs",  # asks fileio whether a name can be a file
-    "fileio devices progress tensorboard jsonable losses paths sharding",
+    "fileio devices progress tensorboard jsonable losses paths sharding interrupt",
     "errors",
 ))
 MAX_LINES = 450

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TB
+from conftest import TB, ctrl_c_delivered
 from finetune_helpers import digits_folder, flat, read_events
 
 from toolbox.errors import UsageError
@@ -323,7 +323,7 @@ def test_an_interrupted_study_continues(data, tmp_path, session_cache):
     command = [str(TB), "tune", *args(data), "--pruner", "none", "--trials", "40", "--study",
                "s", "--out", str(tmp_path)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(session_cache))
+                            text=True, env=_env(session_cache), preexec_fn=ctrl_c_delivered)
     deadline = time.monotonic() + 300
     done = []
     while time.monotonic() < deadline and len(done) < 2:

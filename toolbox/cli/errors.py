@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
+from toolbox import interrupt
 from toolbox.cli import render
 from toolbox.errors import ToolboxError, UsageError
 
@@ -52,14 +53,15 @@ def handle_errors(fn: F) -> F:
 
     A bad value or a bad mix of options (`UsageError`, from the command or a service) is a usage
     error, shown and exited (2) exactly as Typer does for a bad option type; any other failure
-    is one line and exit 1; Ctrl-C exits 130. Every command is decorated with this (a test walks
-    the command tree to check it).
+    is one line and exit 1; Ctrl-C exits 130, and is never lost (`toolbox.interrupt`). Every
+    command is decorated with this (a test walks the command tree to check it).
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with interrupt.catching_ctrl_c():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except UsageError as exc:

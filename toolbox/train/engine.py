@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolbox import interrupt
 from toolbox.devices import autocast_dtype, autocast_off_reason
 from toolbox.errors import ToolboxError
 from toolbox.models import ModelMeta
@@ -113,6 +114,7 @@ def train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
     start = time.perf_counter()
     try:
         for step, (batch, targets) in enumerate(batches):
+            interrupt.check()
             if step == 0 and on_first_batch is not None:
                 on_first_batch(batch)
             x = to_input(batch, meta, device, channels_last)
@@ -174,6 +176,7 @@ def validate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     `tb evaluate` measures on the saved model."""
     model.eval()  # the caller puts it back in (partly frozen) training mode each epoch
     for batch, targets in batches:
+        interrupt.check()
         x = to_input(batch, meta, device, channels_last)
         y = targets.to(device, non_blocking=True)
         logits = model(x).float()

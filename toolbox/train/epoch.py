@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any
 
-from toolbox import runs
+from toolbox import interrupt, runs
 from toolbox.train.config import FinetuneConfig
 from toolbox.train.ema import best_of, with_ema
 from toolbox.train.engine import NonFiniteLoss, train_epoch, validate
@@ -49,6 +49,7 @@ def run_epochs(trainer: Any, log: Any, first: Any) -> str | None:
     stop = early_stop(trainer)
     try:
         while state.epoch < cfg.epochs and stop is None:
+            interrupt.check()
             run_epoch(trainer, log, first)
             first, stop = None, early_stop(trainer)
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from toolbox import interrupt
 from toolbox.models import ModelMeta
 from toolbox.progress import NullProgress, Progress
 from toolbox.sources import SkippedFile
@@ -160,6 +161,7 @@ def compute_features(model: nn.Module, batches: Any, total: int, *, meta: ModelM
     try:
         with torch.no_grad():
             for local, batch, _, bad in batches:
+                interrupt.check()
                 done.skipped.extend(bad)
                 if batch is not None:
                     if done.grid is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolbox import interrupt
 from toolbox.errors import ToolboxError, UsageError, unknown_name
 from toolbox.progress import NullProgress, Progress
 from toolbox.train import FinetuneConfig
@@ -138,6 +139,15 @@ def tune(config: FinetuneConfig, settings: TuneSettings, *, progress: Progress |
                            catch=(Exception,), callbacks=[watch])
     except KeyboardInterrupt:
         interrupted = True
+    except Exception:
+        # Ctrl-C inside Optuna's bookkeeping can surface as another error on its way out.
+        if not interrupt.pressed():
+            raise
+        interrupted = True
+    # A Ctrl-C dropped after the last trial's last check (`_Watch` stopped the study for it).
+    interrupted = interrupted or interrupt.pressed()
+    if interrupted:
+        runner.abandon(study)
     if watch.failing:
         raise ToolboxError(f"{SAME_FAILURES} trials in a row failed: {watch.failing}",
                            "fix what the trials share; the study keeps their records")
@@ -208,6 +218,8 @@ class _Watch:
         from toolbox.tune._report import trial_row
 
         row = trial_row(trial)
+        if interrupt.pressed():  # a Ctrl-C dropped inside Optuna's bookkeeping
+            study.stop()
         self.failures = [*self.failures, row.reason] if row.state == "fail" else []
         if len(self.failures) >= SAME_FAILURES and len(set(self.failures[-SAME_FAILURES:])) == 1:
             self.failing = self.failures[-1]

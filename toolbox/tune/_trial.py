@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolbox import interrupt
 from toolbox.errors import one_line
 from toolbox.progress import NullProgress, Progress
 from toolbox.train import FinetuneConfig, RunStart
@@ -42,12 +43,15 @@ class TrialRunner:
     progress: Progress
     shown: set[str] = field(default_factory=set)  # run warnings and notes, shown once
     ran: int = 0  # trials this runner started
+    last: Any = None  # the last one (an optuna.Trial)
 
     def __call__(self, trial: Any) -> float:
         import optuna
 
         from toolbox.train import StopRun, finetune
 
+        self.last = trial
+        interrupt.check()  # a Ctrl-C dropped between trials (see toolbox.interrupt)
         try:
             values = {p.name: p.suggest(trial, self.grid) for p in self.params}
         except ValueError as exc:  # Optuna's rules on a study's parameters (see _study)
@@ -95,6 +99,19 @@ class TrialRunner:
             trial.set_user_attr(REASON_ATTR, pruned[0])
             raise optuna.TrialPruned(pruned[0])
         return self.metric.best(curve)
+
+    def abandon(self, study: Any) -> None:
+        """After Ctrl-C: record the last trial as failed ("interrupted") if the press came while
+        Optuna was still recording it, which leaves it running in the storage for ever."""
+        from optuna.trial import TrialState
+
+        if self.last is None:
+            return
+        state = next(t.state for t in study.get_trials(deepcopy=False)
+                     if t.number == self.last.number)
+        if state == TrialState.RUNNING:
+            self.last.set_user_attr(REASON_ATTR, "interrupted")
+            study.tell(self.last, state=TrialState.FAIL)
 
     def _on_start(self, number: int, start: RunStart) -> None:
         """A run's warnings and notes, each once for the whole study; the first run's feature
